@@ -1,0 +1,192 @@
+"""The bundle: a folder of ONNX graphs, their I/O specs, the scheduler config, tokenizers and a
+manifest with the format version and the sha256 of every file.
+
+Layout::
+
+    BUNDLE/
+      manifest.json                 written last: a bundle without it is not a bundle
+      transformer/model.onnx        (+ model.onnx.data when large)
+      transformer/io_spec.json
+      text_encoder/ ...             optional (pipeline folders)
+      vae_decoder/ ...              optional
+      tokenizer/tokenizer.json      optional
+      scheduler/scheduler_config.json
+      predictors/NAME/ ...          calibrated predictors (not part of the bundle hash)
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import sha256_file, write_json
+from .errors import ArtifactError, InputError
+from .spec import IOSpec
+
+FORMAT = "l2p-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_MANIFEST_KEYS = {
+    "format", "format_version", "l2p_version", "family", "model_class", "model_config",
+    "precision", "graphs", "scheduler", "tokenizers", "latent", "files", "export_config", "extra",
+}
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One exported graph: its ONNX file and I/O spec, relative to the bundle root."""
+
+    onnx: str
+    spec: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"onnx": self.onnx, "spec": self.spec}
+
+
+@dataclass
+class Bundle:
+    """An opened, verified bundle. Use :func:`open_bundle` to get one."""
+
+    root: Path
+    manifest: dict[str, Any]
+    specs: dict[str, IOSpec] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return str(self.manifest["family"])
+
+    @property
+    def graphs(self) -> dict[str, GraphEntry]:
+        return {k: GraphEntry(**v) for k, v in self.manifest["graphs"].items()}
+
+    @property
+    def hash(self) -> str:
+        """Identity of the bundle: sha256 over the manifest's file table and settings."""
+        return bundle_hash(self.manifest)
+
+    def has(self, graph: str) -> bool:
+        return graph in self.manifest["graphs"]
+
+    def onnx_path(self, graph: str) -> Path:
+        if graph not in self.manifest["graphs"]:
+            raise ArtifactError(
+                f"bundle {self.root} has no '{graph}' graph (it has {sorted(self.manifest['graphs'])}); "
+                "re-export from a full pipeline folder to get it"
+            )
+        return self.root / self.manifest["graphs"][graph]["onnx"]
+
+    def spec(self, graph: str) -> IOSpec:
+        if graph not in self.specs:
+            path = self.root / self.manifest["graphs"][graph]["spec"]
+            self.specs[graph] = IOSpec.from_dict(json.loads(path.read_text()))
+        return self.specs[graph]
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(json.loads((self.root / self.manifest["scheduler"]).read_text()))
+
+    @property
+    def predictors_dir(self) -> Path:
+        return self.root / "predictors"
+
+
+def bundle_hash(manifest: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the manifest (which holds every file's sha256)."""
+    blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def safe_relpath(root: Path, rel: str, what: str) -> Path:
+    """Resolve ``rel`` under ``root``; refuse absolute paths and escapes (``../``)."""
+    if not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or ":" in rel.split("/")[0]:
+        raise ArtifactError(f"{what}: path '{rel}' is absolute; bundle files must be relative paths inside it")
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root.resolve()):
+        raise ArtifactError(f"{what}: path '{rel}' points outside the bundle {root}; refusing to read it")
+    return full
+
+
+def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
+    """Open the bundle at ``path``, checking the format and (by default) every file's sha256.
+
+    Raises :class:`ArtifactError` for a missing, truncated or tampered bundle.
+    """
+    root = Path(path)
+    man_path = root / MANIFEST
+    if not root.is_dir():
+        raise ArtifactError(f"bundle folder '{root}' does not exist; create one with: l2p export MODEL --out {root}")
+    if not man_path.is_file():
+        raise ArtifactError(
+            f"'{root}' has no {MANIFEST}: it is not a bundle or its export did not finish; "
+            f"re-run: l2p export MODEL --out {root}"
+        )
+    try:
+        manifest = json.loads(man_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{man_path} is not valid JSON ({e}); re-export the bundle") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{man_path} is not an l2p bundle manifest (format != '{FORMAT}')")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{man_path}: bundle format version {manifest.get('format_version')} is not supported "
+            f"(this l2p reads version {FORMAT_VERSION}); re-export with this version of l2p"
+        )
+    unknown = set(manifest) - _MANIFEST_KEYS
+    if unknown:
+        raise ArtifactError(f"{man_path}: unknown manifest keys {sorted(unknown)}")
+    files: dict[str, Any] = manifest.get("files", {})
+    for rel, info in files.items():
+        full = safe_relpath(root, rel, str(man_path))
+        if not full.is_file():
+            raise ArtifactError(f"bundle file '{rel}' is missing from {root}; re-export the bundle")
+        if full.stat().st_size != info["size"]:
+            raise ArtifactError(
+                f"bundle file '{rel}' has {full.stat().st_size} bytes, the manifest says {info['size']}: "
+                "it is truncated or was changed; re-export the bundle"
+            )
+        if verify and sha256_file(full) != info["sha256"]:
+            raise ArtifactError(
+                f"bundle file '{rel}' does not match its sha256 in the manifest: it was corrupted or "
+                "tampered with; re-export the bundle"
+            )
+    for name, g in manifest.get("graphs", {}).items():
+        for key in ("onnx", "spec"):
+            if g[key] not in files:
+                raise ArtifactError(f"graph '{name}': {key} file '{g[key]}' is not listed in the manifest")
+    bundle = Bundle(root=root, manifest=manifest)
+    for name in manifest.get("graphs", {}):
+        bundle.spec(name)
+    return bundle
+
+
+def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file under ``root`` (except predictors/ and temp files) and write the manifest last."""
+    root = Path(root)
+    unknown = set(fields) - _MANIFEST_KEYS
+    if unknown:
+        raise InputError(f"unknown manifest fields {sorted(unknown)}")
+    files: dict[str, dict[str, Any]] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or rel == MANIFEST or rel.startswith("predictors/") or p.name.endswith(".tmp"):
+            continue
+        files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    from . import __version__
+
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "l2p_version": __version__,
+        **fields,
+        "files": files,
+    }
+    write_json(root / MANIFEST, manifest)
+    return manifest

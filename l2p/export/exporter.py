@@ -1,0 +1,239 @@
+"""``l2p export``: a diffusers folder -> a bundle (ONNX graphs, I/O specs, tokenizers, scheduler,
+manifest written last).
+
+Idempotent: a bundle whose manifest records the same export settings and source fingerprint is
+left alone. A folder left by an interrupted export (marker file, no manifest) is cleaned first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import write_json
+from ..bundle import MANIFEST, open_bundle, write_manifest
+from ..errors import ArtifactError, InputError, L2PError
+from ..models import model_defaults, read_json, resolve_model
+from ..precision import FORWARD_RTOL, Precision, torch_dtype
+from .base import ExportGraph, FamilyAdapter
+from .encoders import clip_graph, t5_graph, trace_args, vae_decoder_graph
+from .onnx_export import export_graph
+from .registry import adapter_class
+
+MARKER = ".l2p-export-in-progress"
+#: FLUX.1-dev's scheduler, used when a transformer-only folder has no scheduler/
+DEFAULT_SCHEDULERS: dict[str, dict[str, Any]] = {
+    "flux": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
+             "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
+             "base_image_seq_len": 256, "max_image_seq_len": 4096},
+}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of one export (saved in the manifest; a rerun with the same settings is a no-op)."""
+
+    latent_height: int
+    latent_width: int
+    precision: str = "fp32"
+    max_sequence_length: int = 512
+    check: bool = True
+
+
+def _fingerprint(folder: Path) -> str:
+    """sha256 over the folder's files: full content for small files, name+size for big weights."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode())
+            size = p.stat().st_size
+            h.update(str(size).encode())
+            if size < (64 << 20):
+                h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _prepare_out(out: Path) -> None:
+    """Make ``out`` an empty folder we own; clean a partial export; never delete foreign files."""
+    if out.exists() and any(out.iterdir()):
+        if (out / MARKER).exists() or (out / MANIFEST).exists():
+            shutil.rmtree(out)
+        else:
+            raise InputError(f"output folder '{out}' exists and is not an l2p bundle; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("export in progress; a folder with this file is incomplete\n")
+
+
+def _load(cls_name: str, path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    import diffusers
+    import transformers
+
+    cls = getattr(diffusers, cls_name, None) or getattr(transformers, cls_name, None)
+    if cls is None:
+        raise InputError(f"{path}: unknown class '{cls_name}'")
+    kw: dict[str, Any] = {"low_cpu_mem_usage": True}
+    kw["torch_dtype" if hasattr(diffusers, cls_name) else "dtype"] = dtype
+    return cls.from_pretrained(str(path), **kw).eval()
+
+
+def _save_graph(graph: ExportGraph, out: Path, precision: Precision, args: tuple[torch.Tensor, ...]) -> dict[str, str]:
+    folder = out / graph.name
+    export_graph(graph, folder / "model.onnx", precision, args)
+    write_json(folder / "io_spec.json", graph.spec.to_dict())
+    return {"onnx": f"{graph.name}/model.onnx", "spec": f"{graph.name}/io_spec.json"}
+
+
+def _check_graph(adapter: FamilyAdapter, graph: ExportGraph, out: Path, precision: Precision) -> float:
+    """Relative error of the exported transformer vs. the diffusers forward on sample inputs."""
+    from ..engine.onnxruntime_backend import OrtEngine
+
+    feed = adapter.sample_feed(graph.trace_dims, seed=1)
+    feed = {k: feed[k] for k in graph.spec.input_names}
+    got = OrtEngine(out / graph.name / "model.onnx", graph.spec, name=graph.name).run(feed)["sample"]
+    ref = adapter.reference(feed)["sample"]
+    import numpy as np
+
+    err = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+    if not err <= FORWARD_RTOL[precision] * 10:
+        raise L2PError(f"exported {graph.name} differs from PyTorch: relative error {err:.3g}")
+    return err
+
+
+def _tokenizer(src: Path, dst: Path, max_length: int) -> dict[str, Any]:
+    """Copy/convert a tokenizer to ``tokenizer.json`` and record padding settings."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src))
+    dst.mkdir(parents=True, exist_ok=True)
+    tok.backend_tokenizer.save(str(dst / "tokenizer.json"))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return {"path": f"{dst.name}/tokenizer.json", "max_length": int(max_length), "pad_id": int(pad)}
+
+
+def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | None = None,
+                  image_size: tuple[int, int] | None = None, precision: str = "fp32",
+                  max_sequence_length: int | None = None, check: bool = True,
+                  log: Callable[[str], None] = print) -> Path:
+    """Export ``model`` (a diffusers folder or built-in name) to the bundle folder ``out``."""
+    src = resolve_model(model)
+    out = Path(out)
+    prec = Precision.parse(precision)
+    defaults = model_defaults(src)
+    pipeline = (src / "model_index.json").is_file()
+    tcfg = read_json(src / "transformer" / "config.json")
+    cls_name = str(tcfg.get("_class_name", ""))
+    adapter_cls = adapter_class(cls_name)
+
+    vae_factor = None
+    if pipeline and (src / "vae" / "config.json").is_file():
+        vae_factor = 2 ** (len(read_json(src / "vae" / "config.json")["block_out_channels"]) - 1)
+    if latent_size is None:
+        if image_size is None and "height" in defaults:
+            image_size = (int(defaults["height"]), int(defaults["width"]))
+        if image_size is not None:
+            if vae_factor is None:
+                raise InputError("--height/--width need a pipeline folder with a VAE; give --latent-size H W")
+            if image_size[0] % vae_factor or image_size[1] % vae_factor:
+                raise InputError(f"image size {image_size} must be divisible by the VAE factor {vae_factor}")
+            latent_size = (image_size[0] // vae_factor, image_size[1] // vae_factor)
+        elif vae_factor is not None:
+            latent_size = (1024 // vae_factor, 1024 // vae_factor)
+        else:
+            raise InputError("a transformer-only folder needs --latent-size H W (the VAE latent size)")
+    max_len = int(max_sequence_length or defaults.get("max_sequence_length", 512))
+    cfg = ExportConfig(latent_size[0], latent_size[1], prec.value, max_len, check)
+    fingerprint = _fingerprint(src)
+
+    if (out / MANIFEST).is_file():
+        try:
+            old = open_bundle(out, verify=True)
+            ec = old.manifest.get("export_config", {})
+            if ec.get("settings") == asdict(cfg) and ec.get("source_fingerprint") == fingerprint:
+                log(f"bundle {out} is up to date (same model and settings); nothing to do")
+                return out
+        except ArtifactError:
+            pass
+    _prepare_out(out)
+    dtype = torch_dtype(prec) if prec is not Precision.FP32 else torch.float32
+    log(f"loading {cls_name} from {src / 'transformer'}")
+    transformer = _load(cls_name, src / "transformer", torch.float32 if prec is Precision.FP32 else dtype)
+    adapter = adapter_cls(transformer.float(), latent_size)
+    latent_info = adapter.runtime_info()
+    graphs: dict[str, dict[str, str]] = {}
+    checks: dict[str, float] = {}
+    for g in adapter.graphs():  # type: ignore[attr-defined]
+        log(f"exporting {g.name} ({prec.value}) ...")
+        feed = adapter.sample_feed(g.trace_dims)  # a superset of the graph's inputs
+        args = tuple(torch.from_numpy(feed[n]) for n in g.spec.input_names)
+        graphs[g.name] = _save_graph(g, out, prec, args)
+        if g.name == "transformer":
+            adapter.model.float()
+            if check:
+                checks[g.name] = _check_graph(adapter, g, out, prec)
+                log(f"  transformer vs. PyTorch on sample inputs: relative error {checks[g.name]:.2e}")
+    del transformer, adapter
+
+    tokenizers: dict[str, Any] = {}
+    extra: dict[str, Any] = {"pipeline": pipeline, "defaults": defaults}
+    if pipeline:
+        index = read_json(src / "model_index.json")
+        extra["pipeline_class"] = index.get("_class_name")
+        extra.update(_export_pipeline_parts(src, out, index, latent_size, max_len, graphs, tokenizers, log))
+    sched_dir = out / "scheduler"
+    sched_src = src / "scheduler" / "scheduler_config.json"
+    sched = read_json(sched_src) if sched_src.is_file() else DEFAULT_SCHEDULERS.get(adapter_cls.family)
+    if sched is None:
+        raise InputError(f"{src} has no scheduler/scheduler_config.json and {cls_name} has no default")
+    write_json(sched_dir / "scheduler_config.json", sched)
+
+    latent_info.update(extra.pop("vae", {}))
+    (out / MARKER).unlink()
+    write_manifest(out, {
+        "family": adapter_cls.family, "model_class": cls_name,
+        "model_config": {k: v for k, v in tcfg.items() if not k.startswith("_")},
+        "precision": prec.value, "graphs": graphs, "scheduler": "scheduler/scheduler_config.json",
+        "tokenizers": tokenizers, "latent": latent_info,
+        "export_config": {"settings": asdict(cfg), "source": str(model), "source_fingerprint": fingerprint,
+                          "checks": checks},
+        "extra": extra,
+    })
+    log(f"wrote bundle {out}")
+    return out
+
+
+def _export_pipeline_parts(src: Path, out: Path, index: dict[str, Any], latent_size: tuple[int, int],
+                           max_len: int, graphs: dict[str, dict[str, str]], tokenizers: dict[str, Any],
+                           log: Callable[[str], None]) -> dict[str, Any]:
+    """Text encoders + tokenizers + VAE decoder of a pipeline folder (fp32: they are cheap)."""
+    extra: dict[str, Any] = {}
+    for enc, tok, kind in (("text_encoder", "tokenizer", "clip"), ("text_encoder_2", "tokenizer_2", "t5")):
+        if enc not in index or index[enc] is None or index[enc][0] is None:
+            continue
+        cls_name = index[enc][1]
+        model = _load(cls_name, src / enc, torch.float32)
+        length = 77 if kind == "clip" else max_len
+        if kind == "clip":
+            length = int(getattr(model.config, "max_position_embeddings", 77))
+            g = clip_graph(enc, model, length)
+        elif cls_name.startswith("T5"):
+            g = t5_graph(enc, model, length)
+        else:
+            raise InputError(f"text encoder class {cls_name} is not supported for --prompt export")
+        log(f"exporting {enc} ({cls_name}) ...")
+        vocab = int(getattr(model.config, "vocab_size", 2))
+        graphs[enc] = _save_graph(g, out, Precision.FP32, trace_args(g, vocab))
+        tokenizers[enc] = {**_tokenizer(src / tok, out / tok, length), "kind": kind}
+    if index.get("vae") and index["vae"][0] is not None:
+        vae = _load(index["vae"][1], src / "vae", torch.float32)
+        g, info = vae_decoder_graph(vae, latent_size)
+        log("exporting vae_decoder ...")
+        graphs["vae_decoder"] = _save_graph(g, out, Precision.FP32, trace_args(g))
+        extra["vae"] = info
+    return extra

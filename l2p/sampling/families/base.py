@@ -1,0 +1,55 @@
+"""Torch-free runtime side of a model family: how to feed its transformer graph."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ...bundle import Bundle
+
+
+class FamilyRuntime(ABC):
+    """Feeds one family's transformer graph from latents, a timestep and conditioning."""
+
+    #: conditioning arrays (graph input names) a condition row consists of
+    cond_names: list[str] = []
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.info: dict[str, Any] = bundle.manifest["latent"]
+
+    @abstractmethod
+    def latent_shape(self, batch: int) -> tuple[int, ...]:
+        """Shape of the latent as the transformer takes it (packed where the family packs)."""
+
+    def noise(self, seed: int, batch: int = 1) -> np.ndarray:
+        """Starting noise ``latent_shape(batch)`` float32 from ``seed`` (numpy PCG64)."""
+        return np.random.default_rng(seed).standard_normal(self.latent_shape(batch), dtype=np.float32)
+
+    @abstractmethod
+    def set_timesteps(self, scheduler: Any, steps: int) -> None:
+        """Call ``scheduler.set_timesteps`` exactly as the family's diffusers pipeline does."""
+
+    @abstractmethod
+    def static_inputs(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs that do not change over the steps (conditioning, RoPE...)."""
+
+    @abstractmethod
+    def step_inputs(self, latents: np.ndarray, t: float) -> dict[str, np.ndarray]:
+        """Inputs that change per step (latents, timestep...)."""
+
+    def model_output(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
+        """What the scheduler consumes, from the graph outputs."""
+        return out["sample"]
+
+    @abstractmethod
+    def to_vae_latent(self, latents: np.ndarray) -> np.ndarray:
+        """The latent as the VAE decoder takes it: ``(B, C, h, w)``."""
+
+    @abstractmethod
+    def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],
+               tokenizers: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Conditioning rows for ``prompts`` via the bundle's text-encoder engines."""

@@ -1,0 +1,157 @@
+"""Text-to-image with the bundle's engines only: tokenize, encode, denoise, decode. Torch-free."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle, open_bundle
+from ..engine.base import Engine
+from ..engine.registry import load_engine
+from ..errors import InputError
+from .conditioning import check_conditioning, load_conditioning
+from .families import runtime_for
+from .loop import Capture, LoopResult, denoise
+from .methods import make_forecaster
+from .schedulers import make_scheduler
+from .text import load_tokenizers
+
+MAX_STEPS = 1000
+MAX_SEED = 2**63 - 1
+
+
+def check_run_args(steps: int, seed: int, full_steps: int | None) -> None:
+    """Refuse absurd step counts, budgets and seeds with a clear message."""
+    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"--steps {steps} is out of range; use 1..{MAX_STEPS}")
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed {seed} is out of range; use 0..2**63-1")
+    if full_steps is not None and not 1 <= full_steps <= steps:
+        raise InputError(f"--full-steps {full_steps} is out of range; use 1..{steps} (the step count)")
+
+
+@dataclass
+class SampleResult:
+    """One sampling run of a batch of conditions."""
+
+    initial: np.ndarray  # packed starting noise, float32
+    final: np.ndarray  # packed final latent, float32
+    loop: LoopResult
+    seconds: float
+    images: np.ndarray | None = None  # (B, H, W, 3) uint8
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Sampler:
+    """Samples from a bundle.
+
+    Args:
+        bundle: a bundle folder or an opened :class:`Bundle`.
+        backend: engine backend name (``onnxruntime``, ``onnxruntime-cuda``, ``tensorrt``...).
+        threads: CPU threads per engine (default: all cores).
+        guidance_scale: FLUX guidance-embedding value (ignored by models without one).
+    """
+
+    def __init__(self, bundle: str | os.PathLike[str] | Bundle, backend: str = "onnxruntime",
+                 threads: int | None = None, guidance_scale: float = 3.5, verify: bool = True) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, verify=verify)
+        self.backend = backend
+        self.threads = threads
+        self.rt = runtime_for(self.bundle, guidance_scale=guidance_scale)
+        self._engines: dict[str, Engine] = {}
+        self._tokenizers: dict[str, Any] | None = None
+        self._forecasters: dict[tuple[str, int, int | None], Any] = {}
+
+    def engine(self, graph: str) -> Engine:
+        """The engine for ``graph`` (created on first use)."""
+        if graph not in self._engines:
+            opts: dict[str, Any] = {"threads": self.threads} if self.backend.startswith("onnxruntime") else {}
+            self._engines[graph] = load_engine(self.backend, self.bundle.onnx_path(graph),
+                                               self.bundle.spec(graph), name=graph, **opts)
+        return self._engines[graph]
+
+    # conditioning ---------------------------------------------------------------------------
+    def encode(self, prompts: list[str]) -> dict[str, np.ndarray]:
+        """Conditioning rows for ``prompts`` through the bundle's text encoders."""
+        if not prompts or any(not isinstance(p, str) for p in prompts):
+            raise InputError("give at least one prompt text")
+        if self._tokenizers is None:
+            self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
+        cond = self.rt.encode(prompts, lambda g, feed: self.engine(g).run(feed), self._tokenizers)
+        return self.check_conditioning(cond, "text encoders")
+
+    def load_conditioning(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+        return load_conditioning(path, self.bundle.spec("transformer"), self.rt.cond_names)
+
+    def check_conditioning(self, cond: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+        return check_conditioning(cond, self.bundle.spec("transformer"), self.rt.cond_names, source)
+
+    # sampling -------------------------------------------------------------------------------
+    def forecaster(self, method: str, steps: int, full_steps: int | None) -> Any:
+        key = (method, steps, full_steps)
+        if key not in self._forecasters:
+            self._forecasters[key] = make_forecaster(self.bundle, method, steps, full_steps, self.threads)
+        return self._forecasters[key]
+
+    def sample(self, cond: dict[str, np.ndarray], seed: int, steps: int, method: str = "full",
+               full_steps: int | None = None, initial: np.ndarray | None = None,
+               capture: Capture | None = None, decode: bool = True, progress: Any = None) -> SampleResult:
+        """Denoise one batch (all rows of ``cond``) from ``seed`` or the given ``initial`` latents."""
+        check_run_args(steps, seed, full_steps)
+        batch = next(iter(cond.values())).shape[0]
+        if initial is None:
+            initial = self.rt.noise(seed, batch)
+        else:
+            want = self.rt.latent_shape(batch)
+            if tuple(initial.shape) != want or initial.dtype != np.float32 or not np.isfinite(initial).all():
+                raise InputError(
+                    f"initial latents have shape {list(initial.shape)} dtype {initial.dtype}; expected finite "
+                    f"float32 {list(want)} (packed as the transformer takes it)"
+                )
+        forecaster = self.forecaster(method, steps, full_steps)
+        scheduler = make_scheduler(self.bundle.scheduler_config())
+        static = self.rt.static_inputs(cond)
+        t0 = time.perf_counter()
+        loop = denoise(self.rt, scheduler, self.engine("transformer"), initial.copy(), static, steps,
+                       forecaster, capture=capture, progress=progress)
+        seconds = time.perf_counter() - t0
+        res = SampleResult(initial, loop.latents, loop, seconds)
+        if decode:
+            res.images = self.decode(loop.latents)
+        return res
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Packed latents -> ``(B, H, W, 3)`` uint8 images (VAE decoder, or the latent itself)."""
+        spatial = self.rt.to_vae_latent(latents)  # (B, C, h, w)
+        if self.bundle.has("vae_decoder"):
+            image = self.engine("vae_decoder").run({"latent": np.ascontiguousarray(spatial)})["image"]
+            image = np.clip(image / 2 + 0.5, 0, 1)  # (B, 3, H, W)
+        elif spatial.shape[1] <= 4:
+            lo = spatial.min(axis=(1, 2, 3), keepdims=True)
+            hi = spatial.max(axis=(1, 2, 3), keepdims=True)
+            image = (spatial[:, :3] - lo) / np.maximum(hi - lo, 1e-8)
+            if image.shape[1] < 3:
+                image = np.concatenate([image, np.repeat(image[:, -1:], 3 - image.shape[1], 1)], 1)
+        else:
+            return np.zeros((0,), np.uint8)
+        return (image.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)  # (B, H, W, 3)
+
+
+def save_images(images: np.ndarray, out: Path, prefix: str = "image") -> list[Path]:
+    """Write ``(B, H, W, 3)`` uint8 images as PNG files (atomically)."""
+    from PIL import Image
+
+    from ..atomic import atomic_open
+
+    paths = []
+    for b, img in enumerate(images):
+        p = out / f"{prefix}_{b:03d}.png"
+        with atomic_open(p, "wb") as f:
+            Image.fromarray(img).save(f, format="PNG")
+        paths.append(p)
+    return paths
