@@ -54,7 +54,8 @@ def _dynamic_shapes(graph: ExportGraph, module: nn.Module) -> tuple[object, ...]
     positional = [p for p in params if p.kind is not p.VAR_POSITIONAL]
     if len(positional) < len(params):  # forward(a, b, *rest)
         n = len(positional)
-        return (*per_input[:n], tuple(per_input[n:]))
+        rest = tuple(per_input[n:])
+        return (*per_input[:n], rest) if rest else tuple(per_input[:n])
     return tuple(per_input)
 
 

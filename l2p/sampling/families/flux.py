@@ -11,14 +11,8 @@ from ...bundle import Bundle
 from ...errors import InputError
 from ..packing import pack_2x2, unpack_2x2
 from ..rope import flux_image_ids, flux_rope, flux_text_ids
+from ..schedulers import calculate_shift
 from .base import FamilyRuntime
-
-
-def calculate_shift(seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
-                    base_shift: float = 0.5, max_shift: float = 1.15) -> float:
-    """``mu`` for dynamic shifting: linear in the image token count (as ``FluxPipeline``)."""
-    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return seq_len * m + (base_shift - m * base_seq_len)
 
 
 class FluxRuntime(FamilyRuntime):

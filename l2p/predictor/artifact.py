@@ -1,0 +1,349 @@
+"""The predictor artifact: a folder that says what it was calibrated for.
+
+Layout::
+
+    PREDICTOR/
+      coefficients.npz   W, U, V as float64 (no pickles)
+      predictor.onnx     the baked graph (coefficients as float32 constants)
+      io_spec.json       its IOSpec
+      predictor.json     written LAST: a folder without it is not a predictor
+
+``predictor.json`` holds the format and version, the name, the method (``"l2p"`` or a preset
+name), the tapped feature, the step count and schedule, ``K``, whether latents are used, the
+bundle hash and scheduler hash it was calibrated for, free-form fit statistics, the settings
+that made it, and the sha256 and size of every other file. :func:`load_predictor` verifies all
+of it and refuses a predictor made for another bundle, step count or tap with a
+:class:`~l2p.errors.MismatchError` that says how to make a matching one.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import load_npz, save_npz, sha256_file, write_bytes, write_json
+from ..engine.base import Engine
+from ..errors import ArtifactError, InputError, MismatchError
+from ..spec import IOSpec, TensorSpec
+from .graph import build_predictor_graph, predictor_io_spec
+from .table import CoefficientTable
+
+FORMAT = "l2p-predictor"
+FORMAT_VERSION = 1
+MANIFEST = "predictor.json"
+COEFFICIENTS = "coefficients.npz"
+ONNX_FILE = "predictor.onnx"
+IO_SPEC = "io_spec.json"
+_FILES = (COEFFICIENTS, ONNX_FILE, IO_SPEC)
+_KEYS = {
+    "format", "format_version", "l2p_version", "name", "method", "tap", "num_steps", "full_steps",
+    "schedule", "K", "uses_latents", "bundle_hash", "scheduler_hash", "coefficient_dtype",
+    "feature", "latent", "fit_stats", "created_by", "files",
+}
+COEFFICIENT_DTYPE = {"fit": "float64", "npz": "float64", "onnx": "float32"}
+
+
+@dataclass(frozen=True, eq=False)
+class Predictor:
+    """A verified predictor folder. Make one with :func:`save_predictor`, open with :func:`load_predictor`.
+
+    Attributes:
+        root: the folder.
+        name: predictor name (e.g. ``"l2p-k3"``).
+        method: ``"l2p"`` for a learned table, or the preset name (``"taylorseer2"``, ...).
+        tap: which feature the coefficients forecast (e.g. ``"output"``).
+        table: the float64 coefficients and schedule.
+        io_spec: I/O of ``predictor.onnx``.
+        bundle_hash: the bundle it was calibrated for.
+        scheduler_hash: the scheduler config it was calibrated for.
+        fit_stats: free-form fit statistics (residuals, ridge lambda, calibration size, time...).
+        created_by: the settings that made it.
+    """
+
+    root: Path
+    name: str
+    method: str
+    tap: str
+    table: CoefficientTable
+    io_spec: IOSpec
+    bundle_hash: str
+    scheduler_hash: str
+    fit_stats: dict[str, Any] = field(default_factory=dict)
+    created_by: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.root / ONNX_FILE
+
+    @property
+    def schedule(self) -> tuple[int, ...]:
+        """The computed steps."""
+        return self.table.computed
+
+    @property
+    def num_steps(self) -> int:
+        return self.table.num_steps
+
+    @property
+    def K(self) -> int:
+        return self.table.K
+
+    @property
+    def uses_latents(self) -> bool:
+        return self.table.uses_latents
+
+    def engine(self, backend: str = "onnxruntime", **options: Any) -> Engine:
+        """Load ``predictor.onnx`` on ``backend`` (see :func:`l2p.engine.load_engine`)."""
+        from ..engine.registry import load_engine
+
+        return load_engine(backend, self.onnx_path, self.io_spec, name=f"predictor '{self.name}'", **options)
+
+
+def remake_hint(name: str, method: str, num_steps: int, full_steps: int, tap: str) -> str:
+    """The command that calibrates a predictor for the given settings."""
+    how = "" if method == "l2p" else f" --method {method}"
+    return (f"re-run: l2p calibrate BUNDLE{how} --steps {num_steps} --full-steps {full_steps} "
+            f"--tap {tap} --name {name}")
+
+
+def save_predictor(
+    directory: str | os.PathLike[str],
+    *,
+    table: CoefficientTable,
+    feature_spec: TensorSpec,
+    name: str,
+    method: str,
+    tap: str,
+    bundle_hash: str,
+    scheduler_hash: str | None = None,
+    latent_spec: TensorSpec | None = None,
+    fit_stats: dict[str, Any] | None = None,
+    created_by: dict[str, Any] | None = None,
+) -> Predictor:
+    """Write a predictor folder atomically (``predictor.json`` last) and return it.
+
+    Args:
+        directory: the folder (created; an existing predictor there is replaced).
+        table: the coefficients.
+        feature_spec: one tapped feature (shape with symbolic dims, float32/float16).
+        name, method, tap: see :class:`Predictor`.
+        bundle_hash: the bundle's hash.
+        scheduler_hash: sha256 of the scheduler config; defaults to ``bundle_hash`` (a bundle
+            pins its scheduler config).
+        latent_spec: one latent, required when ``table.uses_latents``.
+        fit_stats, created_by: JSON-serialisable dicts.
+
+    Raises:
+        InputError: for empty names or non-JSON statistics/settings, or bad specs.
+    """
+    for what, value in (("name", name), ("method", method), ("tap", tap), ("bundle_hash", bundle_hash)):
+        if not isinstance(value, str) or not value:
+            raise InputError(f"save_predictor: {what} must be a non-empty string, got {value!r}")
+    fit_stats = dict(fit_stats or {})
+    created_by = dict(created_by or {})
+    for what, value in (("fit_stats", fit_stats), ("created_by", created_by)):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"save_predictor: {what} is not JSON-serialisable ({e}); use plain numbers, "
+                             "strings, lists and dicts") from None
+    scheduler_hash = scheduler_hash or bundle_hash
+    io_spec = predictor_io_spec(table, feature_spec, latent_spec)
+    model = build_predictor_graph(table, feature_spec, latent_spec, name=f"l2p_predictor_{name}")
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST).unlink(missing_ok=True)  # the folder is not a predictor until we finish
+    save_npz(root / COEFFICIENTS, **table.arrays())
+    write_bytes(root / ONNX_FILE, model.SerializeToString())
+    write_json(root / IO_SPEC, io_spec.to_dict())
+    files = {rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size} for rel in _FILES}
+    from .. import __version__
+
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "l2p_version": __version__,
+        "name": name,
+        "method": method,
+        "tap": tap,
+        "num_steps": table.num_steps,
+        "full_steps": len(table.computed),
+        "schedule": list(table.computed),
+        "K": table.K,
+        "uses_latents": table.uses_latents,
+        "bundle_hash": bundle_hash,
+        "scheduler_hash": scheduler_hash,
+        "coefficient_dtype": COEFFICIENT_DTYPE,
+        "feature": feature_spec.to_dict(),
+        "latent": latent_spec.to_dict() if (latent_spec is not None and table.uses_latents) else None,
+        "fit_stats": fit_stats,
+        "created_by": created_by,
+        "files": files,
+    }
+    write_json(root / MANIFEST, manifest)
+    return Predictor(root, name, method, tap, table, io_spec, bundle_hash, scheduler_hash, fit_stats, created_by)
+
+
+def load_predictor(
+    directory: str | os.PathLike[str],
+    expect_bundle_hash: str | None = None,
+    expect_steps: int | None = None,
+    expect_tap: str | None = None,
+    expect_scheduler_hash: str | None = None,
+) -> Predictor:
+    """Open and verify a predictor folder.
+
+    Args:
+        directory: the folder holding ``predictor.json``.
+        expect_bundle_hash, expect_steps, expect_tap, expect_scheduler_hash: what the caller
+            will use it with; ``None`` skips that check.
+
+    Raises:
+        ArtifactError: not a predictor, unknown format/version, unknown or missing keys,
+            missing/truncated/tampered files, coefficients that do not fit the table.
+        MismatchError: made for another bundle, step count, tap or scheduler config.
+    """
+    root = Path(directory)
+    m = _read_manifest(root)
+    _check_expectations(root, m, expect_bundle_hash, expect_steps, expect_tap, expect_scheduler_hash)
+    _verify_files(root, m)
+    table = _load_table(root, m)
+    try:
+        feature_spec = TensorSpec.from_dict(m["feature"])
+        latent_spec = None if m["latent"] is None else TensorSpec.from_dict(m["latent"])
+        io_spec = IOSpec.from_dict(json.loads((root / IO_SPEC).read_text()))
+        expected_spec = predictor_io_spec(table, feature_spec, latent_spec)
+    except (InputError, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"predictor {root}: invalid feature/latent/io spec ({e}); re-calibrate it") from None
+    if io_spec != expected_spec:
+        raise ArtifactError(
+            f"predictor {root}: {IO_SPEC} ({io_spec.describe()}) does not match its table and feature "
+            f"({expected_spec.describe()}); re-calibrate it"
+        )
+    return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
+                     m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]))
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(
+            f"{root} is not a predictor: it has no {MANIFEST} (calibration did not finish, or this is "
+            "another folder); calibrate one with: l2p calibrate BUNDLE --name NAME"
+        )
+    try:
+        m = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"predictor {root}: {MANIFEST} is not valid JSON ({e}); re-calibrate it") from None
+    if not isinstance(m, dict):
+        raise ArtifactError(f"predictor {root}: {MANIFEST} is not a JSON object; re-calibrate it")
+    if m.get("format") != FORMAT:
+        raise ArtifactError(f"{root}: {MANIFEST} has format {m.get('format')!r}, expected '{FORMAT}'")
+    version = m.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise ArtifactError(
+            f"predictor {root} has format version {version!r}; this l2p reads version {FORMAT_VERSION}: "
+            + ("upgrade l2p" if newer else "re-calibrate it")
+        )
+    unknown, missing = sorted(set(m) - _KEYS), sorted(_KEYS - set(m))
+    if unknown or missing:
+        raise ArtifactError(
+            f"predictor {root}: {MANIFEST} has unknown keys {unknown} and lacks keys {missing}; "
+            "it was edited or made by another tool; re-calibrate it"
+        )
+    checks = {
+        "name": isinstance(m["name"], str), "method": isinstance(m["method"], str),
+        "tap": isinstance(m["tap"], str), "bundle_hash": isinstance(m["bundle_hash"], str),
+        "scheduler_hash": isinstance(m["scheduler_hash"], str),
+        "num_steps": _is_int(m["num_steps"]) and m["num_steps"] >= 1,
+        "K": _is_int(m["K"]) and m["K"] >= 1, "full_steps": _is_int(m["full_steps"]),
+        "schedule": isinstance(m["schedule"], list) and all(_is_int(s) for s in m["schedule"]),
+        "uses_latents": isinstance(m["uses_latents"], bool),
+        "fit_stats": isinstance(m["fit_stats"], dict), "created_by": isinstance(m["created_by"], dict),
+        "files": isinstance(m["files"], dict),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise ArtifactError(f"predictor {root}: {MANIFEST} has invalid values for {bad}; re-calibrate it")
+    return m
+
+
+def _check_expectations(
+    root: Path, m: dict[str, Any], bundle: str | None, steps: int | None, tap: str | None, sched: str | None
+) -> None:
+    made = (f"predictor '{m['name']}' at {root} was calibrated for bundle {m['bundle_hash'][:12]}, "
+            f"{m['num_steps']} steps ({m['full_steps']} computed), tap '{m['tap']}'")
+    hint = remake_hint(m["name"], m["method"], steps if steps is not None else m["num_steps"],
+                       min(m["full_steps"], steps) if steps is not None else m["full_steps"],
+                       tap if tap is not None else m["tap"])
+    if bundle is not None and bundle != m["bundle_hash"]:
+        raise MismatchError(f"{made}, but this bundle is {bundle[:12]}; {hint} (with this bundle)")
+    if steps is not None and steps != m["num_steps"]:
+        raise MismatchError(f"{made}, but {steps} steps were asked for; {hint}")
+    if tap is not None and tap != m["tap"]:
+        raise MismatchError(f"{made}, but tap '{tap}' was asked for; {hint}")
+    if sched is not None and sched != m["scheduler_hash"]:
+        raise MismatchError(
+            f"{made} with scheduler config {m['scheduler_hash'][:12]}, but the scheduler config is "
+            f"{sched[:12]}; {hint} (with this scheduler config)"
+        )
+
+
+def _verify_files(root: Path, m: dict[str, Any]) -> None:
+    files = m["files"]
+    if sorted(files) != sorted(_FILES):
+        raise ArtifactError(f"predictor {root}: {MANIFEST} lists files {sorted(files)}, expected {sorted(_FILES)}")
+    for rel in _FILES:
+        info, path = files[rel], root / rel
+        if not isinstance(info, dict) or set(info) != {"sha256", "size"}:
+            raise ArtifactError(f"predictor {root}: bad file entry for '{rel}' in {MANIFEST}; re-calibrate it")
+        if not path.is_file():
+            raise ArtifactError(f"predictor {root}: '{rel}' is missing; re-calibrate it")
+        if path.stat().st_size != info["size"]:
+            raise ArtifactError(
+                f"predictor {root}: '{rel}' has {path.stat().st_size} bytes, {MANIFEST} says {info['size']}: "
+                "it is truncated or was changed; re-calibrate it"
+            )
+        if sha256_file(path) != info["sha256"]:
+            raise ArtifactError(
+                f"predictor {root}: '{rel}' does not match its sha256 in {MANIFEST}: it was corrupted or "
+                "tampered with; re-calibrate it"
+            )
+
+
+def _load_table(root: Path, m: dict[str, Any]) -> CoefficientTable:
+    try:
+        arrays = load_npz(root / COEFFICIENTS)
+    except Exception as e:  # zipfile/pickle/format errors all mean the same here
+        raise ArtifactError(f"predictor {root}: cannot read {COEFFICIENTS} ({e}); re-calibrate it") from None
+    n, k = m["num_steps"], m["K"]
+    want = {"W": (n, k), "U": (n, k), "V": (n,)}
+    if sorted(arrays) != sorted(want):
+        raise ArtifactError(f"predictor {root}: {COEFFICIENTS} holds {sorted(arrays)}, expected {sorted(want)}")
+    for key, shape in want.items():
+        a = arrays[key]
+        if a.dtype != np.float64 or a.shape != shape:
+            raise ArtifactError(
+                f"predictor {root}: {COEFFICIENTS}['{key}'] is {a.dtype}{list(a.shape)}, expected "
+                f"float64{list(shape)} for {n} steps and K={k}; re-calibrate it"
+            )
+    if len(m["schedule"]) != m["full_steps"]:
+        raise ArtifactError(f"predictor {root}: schedule has {len(m['schedule'])} steps, full_steps says "
+                            f"{m['full_steps']}; re-calibrate it")
+    try:
+        return CoefficientTable(arrays["W"], arrays["U"], arrays["V"], tuple(m["schedule"]), k, m["uses_latents"])
+    except InputError as e:
+        raise ArtifactError(f"predictor {root}: invalid coefficients: {e}; re-calibrate it") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

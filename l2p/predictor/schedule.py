@@ -1,0 +1,164 @@
+"""Schedules: which sampling steps run the transformer ("computed"); the rest are forecast.
+
+A schedule for a run of ``N`` steps (``i = 0 .. N-1``) is a sorted tuple of distinct step
+indices that always contains step 0 (nothing can be forecast before anything was computed).
+
+Conventions shared by the builders here:
+
+- ``warmup`` counts the first steps that are always computed, step 0 included; ``warmup=0``
+  and ``warmup=1`` mean the same thing (only the mandatory step 0).
+- ``M`` (``full_steps``) is the *total* number of computed steps, warm-up included, so the
+  transformer cost of a run is exactly ``M`` forward passes.
+- After warm-up the remaining ``R = M - w`` computed steps are spread over the ``L = N - w``
+  later steps (``w = max(warmup, 1)``) *end-aligned*: the first one comes one gap after the
+  last warm-up step and the last one is step ``N - 1`` (the final step, which decides the
+  output, is always computed when ``R >= 1``). With ``R = 0`` only the warm-up is computed.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import InputError
+
+Schedule = tuple[int, ...]
+
+
+def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedule") -> Schedule:
+    """Check a schedule and return it as a sorted tuple.
+
+    Args:
+        steps: computed step indices (any order).
+        num_steps: ``N``, the number of sampling steps.
+
+    Raises:
+        InputError: on ``N < 1``, non-integers, duplicates, indices outside ``[0, N)``, or a
+            schedule without step 0.
+    """
+    _check_num_steps(num_steps)
+    raw = list(steps)
+    out: list[int] = []
+    for s in raw:
+        try:
+            if isinstance(s, (bool, np.bool_)):
+                raise TypeError
+            out.append(operator.index(s))
+        except TypeError:
+            raise InputError(
+                f"{what}: step {s!r} is not an integer; expected step indices in [0, {num_steps})"
+            ) from None
+    if len(set(out)) != len(out):
+        dup = sorted({s for s in out if out.count(s) > 1})
+        raise InputError(f"{what}: steps {dup} appear more than once in {sorted(out)}; list each computed step once")
+    bad = [s for s in out if not 0 <= s < num_steps]
+    if bad:
+        raise InputError(f"{what}: steps {bad} are outside [0, {num_steps - 1}] for a run of {num_steps} steps")
+    if 0 not in out:
+        raise InputError(
+            f"{what}: {sorted(out)} does not contain step 0; step 0 is always computed "
+            "(there is nothing to forecast from before it)"
+        )
+    return tuple(sorted(out))
+
+
+def schedule_from_list(steps: Iterable[int], num_steps: int) -> Schedule:
+    """A schedule from an explicit list of computed steps (sorted and validated)."""
+    return validate_schedule(steps, num_steps)
+
+
+def interval_schedule(num_steps: int, full_steps: int, warmup: int = 1) -> Schedule:
+    """Warm-up, then evenly spaced computed steps; exactly ``full_steps`` computed in total.
+
+    With ``w = max(warmup, 1)``, ``R = full_steps - w`` and ``L = num_steps - w`` the schedule is
+    ``0 .. w-1`` followed by ``s_j = (w - 1) + round(j * L / R)`` for ``j = 1 .. R`` (round half
+    up, exact integer arithmetic). The gaps after warm-up are all ``floor(L/R)`` or
+    ``ceil(L/R)`` and the last step ``N - 1`` is computed whenever ``R >= 1``.
+
+    Example: ``interval_schedule(50, 10, 1)`` -> ``(0, 5, 11, 16, 22, 27, 33, 38, 44, 49)``.
+
+    Raises:
+        InputError: for ``N < 1``, ``full_steps < 1``, ``full_steps > N``, ``warmup < 0`` or
+            ``warmup > full_steps``.
+    """
+    w, r, length = _check_counts(num_steps, full_steps, warmup)
+    steps = list(range(w))
+    # (2jL + R) // (2R) == floor(jL/R + 1/2): strictly increasing since L >= R.
+    steps += [(w - 1) + (2 * j * length + r) // (2 * r) for j in range(1, r + 1)]
+    return validate_schedule(steps, num_steps, "interval schedule")
+
+
+def power_schedule(num_steps: int, full_steps: int, warmup: int = 1, exponent: float = 1.0) -> Schedule:
+    """Warm-up, then computed steps placed by a power law; exactly ``full_steps`` in total.
+
+    With ``w``, ``R``, ``L`` as in :func:`interval_schedule`, the target positions are
+    ``x_j = (w - 1) + L * (j / R) ** exponent`` for ``j = 1 .. R`` (``x_R = N - 1``).
+    ``exponent = 1`` gives :func:`interval_schedule`; ``exponent > 1`` puts the computed steps
+    closer together near the start, ``exponent < 1`` near the end. Positions are rounded half
+    up, then made distinct: a forward pass pushes each step to at least one past its
+    predecessor, a backward pass pulls each to at most one before its successor (and the last
+    to ``N - 1``), which always yields ``R`` distinct steps in ``[w, N - 1]``.
+
+    Raises:
+        InputError: as :func:`interval_schedule`, and for a non-finite or non-positive exponent.
+    """
+    if not (isinstance(exponent, (int, float)) and math.isfinite(exponent) and exponent > 0):
+        raise InputError(
+            f"power schedule: exponent {exponent!r} is not allowed; use a finite number > 0 (1 = even spacing)"
+        )
+    w, r, length = _check_counts(num_steps, full_steps, warmup)
+    if r == 0:
+        return validate_schedule(range(w), num_steps, "power schedule")
+    pos = [(w - 1) + math.floor(length * (j / r) ** exponent + 0.5) for j in range(1, r + 1)]
+    prev = w - 1
+    for j in range(r):  # forward: strictly increasing
+        pos[j] = prev = max(pos[j], prev + 1)
+    nxt = num_steps
+    for j in reversed(range(r)):  # backward: fits below N, still strictly increasing
+        pos[j] = nxt = min(pos[j], nxt - 1)
+    return validate_schedule([*range(w), *pos], num_steps, "power schedule")
+
+
+def fixed_interval_schedule(num_steps: int, interval: int, warmup: int = 1) -> Schedule:
+    """TaylorSeer's own counter rule: warm-up, then every ``interval``-th step after it.
+
+    Computed: ``0 .. w-1`` and ``w - 1 + interval * j`` (``j >= 1``) below ``N``; the number of
+    computed steps follows from ``interval`` and the last step is computed only if it falls on
+    the grid. Use :func:`interval_schedule` to fix the number of computed steps instead.
+    """
+    _check_num_steps(num_steps)
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise InputError(f"fixed interval schedule: interval {interval!r} is not allowed; use an integer >= 1")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= num_steps:
+        raise InputError(
+            f"fixed interval schedule: warmup {warmup!r} is not allowed; use an integer in [0, {num_steps}]"
+        )
+    w = max(warmup, 1)
+    return validate_schedule([*range(w), *range(w - 1 + interval, num_steps, interval)], num_steps)
+
+
+def _check_num_steps(num_steps: int) -> None:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise InputError(f"number of steps {num_steps!r} is not allowed; use an integer >= 1")
+
+
+def _check_counts(num_steps: int, full_steps: int, warmup: int) -> tuple[int, int, int]:
+    """Validate ``(N, M, warmup)``; return ``(w, R, L)``."""
+    _check_num_steps(num_steps)
+    if isinstance(full_steps, bool) or not isinstance(full_steps, int) or not 1 <= full_steps <= num_steps:
+        raise InputError(
+            f"full steps {full_steps!r} is not allowed for a run of {num_steps} steps; "
+            f"use an integer in [1, {num_steps}] (the total number of computed steps, warm-up included)"
+        )
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= full_steps:
+        raise InputError(
+            f"warmup {warmup!r} is not allowed with {full_steps} full steps; use an integer in "
+            f"[0, {full_steps}] (warm-up steps count towards the full steps; step 0 is always computed)"
+        )
+    w = max(warmup, 1)
+    return w, full_steps - w, num_steps - w

@@ -1,0 +1,108 @@
+"""Schedule builders: exact counts, distinct sorted steps, warm-up, spacing, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from l2p.errors import InputError
+from l2p.predictor.schedule import (
+    fixed_interval_schedule,
+    interval_schedule,
+    power_schedule,
+    schedule_from_list,
+)
+
+
+def _check_common(s: tuple[int, ...], n: int, m: int, warmup: int) -> None:
+    w = max(warmup, 1)
+    assert len(s) == m, (s, n, m, warmup)
+    assert list(s) == sorted(set(s))
+    assert s[0] == 0 and s[-1] <= n - 1
+    assert s[:w] == tuple(range(w))
+    if m > w:
+        assert s[-1] == n - 1  # end-aligned: the last step is computed after warm-up
+
+
+def test_interval_examples() -> None:
+    assert interval_schedule(50, 10, 1) == (0, 5, 11, 16, 22, 27, 33, 38, 44, 49)
+    assert interval_schedule(13, 4, 1) == (0, 4, 8, 12)
+    assert interval_schedule(10, 10, 3) == tuple(range(10))
+    assert interval_schedule(10, 3, 3) == (0, 1, 2)
+    assert interval_schedule(1, 1, 0) == (0,)
+    assert interval_schedule(8, 2, 0) == interval_schedule(8, 2, 1) == (0, 7)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 13, 28])
+def test_interval_properties(n: int) -> None:
+    for m in range(1, n + 1):
+        for warmup in range(0, m + 1):
+            s = interval_schedule(n, m, warmup)
+            _check_common(s, n, m, warmup)
+            w = max(warmup, 1)
+            r, length = m - w, n - w
+            if r:
+                gaps = np.diff(s[w - 1:])
+                assert set(gaps) <= {length // r, -(-length // r)}, (s, gaps)
+
+
+@pytest.mark.parametrize("exponent", [0.25, 0.5, 1.0, 1.5, 3.0, 6.0])
+def test_power_properties(exponent: float) -> None:
+    for n in (2, 7, 20, 50):
+        for m in range(1, n + 1, max(1, n // 7)):
+            for warmup in {0, 1, min(3, m)}:
+                _check_common(power_schedule(n, m, warmup, exponent), n, m, warmup)
+
+
+def test_power_exponent_one_is_interval_and_density() -> None:
+    for n, m, w in [(50, 10, 1), (30, 8, 3), (20, 20, 2), (9, 4, 0)]:
+        assert power_schedule(n, m, w, 1.0) == interval_schedule(n, m, w)
+    even = np.mean(interval_schedule(50, 10, 1))
+    assert np.mean(power_schedule(50, 10, 1, 2.0)) < even  # denser near the start
+    assert np.mean(power_schedule(50, 10, 1, 0.5)) > even  # denser near the end
+    early = power_schedule(50, 10, 1, 2.0)
+    assert early[2] - early[1] < early[-1] - early[-2]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ((0, 1, 0), ["number of steps 0", ">= 1"]),
+        ((10, 0, 0), ["full steps 0", "[1, 10]"]),
+        ((10, 11, 1), ["full steps 11", "[1, 10]"]),
+        ((10, 3, 4), ["warmup 4", "[0, 3]"]),
+        ((10, 3, -1), ["warmup -1", "[0, 3]"]),
+        ((10, 3.0, 1), ["full steps 3.0"]),
+    ],
+)
+def test_errors(args: tuple, words: list[str]) -> None:
+    for build in (interval_schedule, power_schedule):
+        with pytest.raises(InputError) as e:
+            build(*args)
+        for w in words:
+            assert w in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_power_bad_exponent(bad: float) -> None:
+    with pytest.raises(InputError, match="exponent"):
+        power_schedule(10, 4, 1, bad)
+
+
+def test_schedule_from_list() -> None:
+    assert schedule_from_list([9, 0, 3, np.int64(5)], 10) == (0, 3, 5, 9)
+    with pytest.raises(InputError, match="step 0"):
+        schedule_from_list([1, 2], 10)
+    with pytest.raises(InputError, match="more than once"):
+        schedule_from_list([0, 2, 2], 10)
+    with pytest.raises(InputError, match="outside"):
+        schedule_from_list([0, 10], 10)
+    with pytest.raises(InputError, match="not an integer"):
+        schedule_from_list([0, 1.5], 10)
+
+
+def test_fixed_interval_schedule() -> None:
+    assert fixed_interval_schedule(50, 6, 1) == (0, 6, 12, 18, 24, 30, 36, 42, 48)
+    assert fixed_interval_schedule(10, 3, 2) == (0, 1, 4, 7)
+    with pytest.raises(InputError, match="interval 0"):
+        fixed_interval_schedule(10, 0)
