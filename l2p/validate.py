@@ -153,7 +153,7 @@ def validate(bundle_path: str, model: str, conditioning: str | None = None, step
     got_steps: list[np.ndarray] = []
     initial = sampler.rt.noise(seed, 1)
     res = sampler.sample(cond, seed, steps, initial=initial, decode=False,
-                         capture=lambda i, x, f, o: got_steps.append(x))
+                         capture=lambda v: got_steps.append(v.latents))
     got_steps = got_steps[1:] + [res.final]  # latents after each step
     ref_steps = _reference_run(transformer, bundle, cond, initial, steps, guidance)
     per_step = [errors(g, r)["rel"] for g, r in zip(got_steps, ref_steps)]

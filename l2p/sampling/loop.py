@@ -56,8 +56,24 @@ class LoopResult:
         return sum(s.computed for s in self.steps)
 
 
-#: called as capture(i, latents_in, feature, model_output) on every step
-Capture = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
+@dataclass
+class StepView:
+    """What a capture callback sees on one step (arrays are the loop's own: copy to keep)."""
+
+    index: int
+    latents: np.ndarray  # the latent fed to the model on this step
+    computed: bool
+    features: dict[str, np.ndarray]  # tap -> feature used on this step (true or forecast)
+    model_output: np.ndarray
+    true_features: dict[str, np.ndarray] | None = None  # shadow mode: the transformer's on forecast steps
+
+
+#: called on every step with a :class:`StepView`
+Capture = Callable[[StepView], None]
+
+
+def _taps(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {tap: out[name] for tap, name in TAPS.items() if name in out}
 
 
 def _guard(x: np.ndarray, i: int, engine: str) -> None:
@@ -70,7 +86,8 @@ def _guard(x: np.ndarray, i: int, engine: str) -> None:
 
 def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: np.ndarray,
             static: dict[str, np.ndarray], steps: int, forecaster: Forecaster | None = None,
-            capture: Capture | None = None, progress: Callable[[int], None] | None = None) -> LoopResult:
+            capture: Capture | None = None, progress: Callable[[int], None] | None = None,
+            shadow: bool = False) -> LoopResult:
     """Run ``steps`` denoising steps from ``latents`` (the packed starting noise).
 
     Args:
@@ -81,6 +98,8 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: np.
         static: inputs that are fixed over the run (``rt.static_inputs(cond)``).
         forecaster: predictor for the steps the table does not compute; ``None`` = full compute.
         capture: optional observer of every step (calibration uses it).
+        shadow: also run the transformer on forecast steps and show its features to ``capture``
+            (calibration on the cached sampler's own trajectories); the forecast is still used.
     """
     rt.set_timesteps(scheduler, steps)
     tap_out = TAPS[forecaster.tap] if forecaster else "sample"
@@ -89,16 +108,21 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: np.
     for i, t in enumerate(scheduler.timesteps):
         start = time.perf_counter()
         step_in = rt.step_inputs(latents, float(t))
-        if forecaster is None or forecaster.is_computed(i):
+        computed = forecaster is None or forecaster.is_computed(i)
+        true_feats = None
+        if computed:
             out = transformer.run({**static, **step_in}, check=(i == 0))
             feature, model_out, engine = out[tap_out], rt.model_output(out), transformer.name
+            feats = _taps(out)
             if forecaster is not None:
                 if history is None:
                     lat = latents.shape if forecaster.table.uses_latents else None
                     history = FeatureHistory(forecaster.table.K, feature.shape, lat)
                 history.push(i, feature, latents)
         else:
-            assert history is not None
+            assert forecaster is not None and history is not None
+            if shadow:
+                true_feats = _taps(transformer.run({**static, **step_in}, check=False))
             feed = {"history": history.features, "step": np.array([i], np.int64), "perm": history.perm()}
             if forecaster.table.uses_latents:
                 feed["latent_history"], feed["latent"] = history.latents, latents
@@ -110,12 +134,12 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: np.
                 assert forecaster.head is not None
                 head_feed = {k: v for k, v in {**static, **step_in}.items() if k in forecaster.head.spec.input_names}
                 model_out = rt.model_output(forecaster.head.run({**head_feed, "residual": feature}, check=False))
+            feats = {forecaster.tap: feature}
         _guard(model_out, i, engine)
         if capture is not None:
-            capture(i, latents, feature, model_out)
+            capture(StepView(i, latents, computed, feats, model_out, true_feats))
         latents = scheduler.step(model_out, t, latents)
-        result.steps.append(StepRecord(i, float(t), forecaster is None or forecaster.is_computed(i),
-                                       time.perf_counter() - start))
+        result.steps.append(StepRecord(i, float(t), computed, time.perf_counter() - start))
         if progress is not None:
             progress(i)
     result.latents = latents

@@ -100,8 +100,12 @@ class Sampler:
 
     def sample(self, cond: dict[str, np.ndarray], seed: int, steps: int, method: str = "full",
                full_steps: int | None = None, initial: np.ndarray | None = None,
-               capture: Capture | None = None, decode: bool = True, progress: Any = None) -> SampleResult:
-        """Denoise one batch (all rows of ``cond``) from ``seed`` or the given ``initial`` latents."""
+               capture: Capture | None = None, decode: bool = True, progress: Any = None,
+               forecaster: Any = None, shadow: bool = False) -> SampleResult:
+        """Denoise one batch (all rows of ``cond``) from ``seed`` or the given ``initial`` latents.
+
+        ``forecaster`` overrides ``method`` (calibration passes in-memory predictors).
+        """
         check_run_args(steps, seed, full_steps)
         batch = next(iter(cond.values())).shape[0]
         if initial is None:
@@ -113,12 +117,13 @@ class Sampler:
                     f"initial latents have shape {list(initial.shape)} dtype {initial.dtype}; expected finite "
                     f"float32 {list(want)} (packed as the transformer takes it)"
                 )
-        forecaster = self.forecaster(method, steps, full_steps)
+        if forecaster is None:
+            forecaster = self.forecaster(method, steps, full_steps)
         scheduler = make_scheduler(self.bundle.scheduler_config())
         static = self.rt.static_inputs(cond)
         t0 = time.perf_counter()
         loop = denoise(self.rt, scheduler, self.engine("transformer"), initial.copy(), static, steps,
-                       forecaster, capture=capture, progress=progress)
+                       forecaster, capture=capture, progress=progress, shadow=shadow)
         seconds = time.perf_counter() - t0
         res = SampleResult(initial, loop.latents, loop, seconds)
         if decode:

@@ -11,6 +11,9 @@ from .base import FamilyRuntime
 
 RUNTIMES: dict[str, tuple[str, str]] = {
     "flux": ("l2p.sampling.families.flux", "FluxRuntime"),
+    "sd3": ("l2p.sampling.families.sd3", "SD3Runtime"),
+    "dit": ("l2p.sampling.families.dit", "DiTRuntime"),
+    "pixart": ("l2p.sampling.families.pixart", "PixArtRuntime"),
 }
 
 

@@ -9,6 +9,13 @@ from typing import Any
 import numpy as np
 
 from ...bundle import Bundle
+from ...errors import InputError
+
+
+def needs_conditioning(family: str, names: list[str]) -> InputError:
+    """The error for ``encode`` in a family whose text encoders l2p does not export."""
+    return InputError(f"this family ({family}) needs --conditioning COND.npz (arrays {', '.join(names)}); "
+                      "l2p does not export its text encoders")
 
 
 class FamilyRuntime(ABC):

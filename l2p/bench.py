@@ -1,0 +1,241 @@
+"""``l2p bench``: methods at equal budgets on the same seeds.
+
+For each method: full steps, transformer-FLOPs reduction counted from the ONNX graphs (predictor
+and head included), measured latency speedup of the denoising loop, PSNR and SSIM of the images
+against full compute, and peak resident memory. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine.flops import count_flops
+from .errors import InputError
+from .predictor.presets import PRESETS
+from .predictor.schedule import interval_schedule
+from .sampling.loop import Forecaster
+from .sampling.methods import Method, l2p_forecaster, preset_forecaster
+from .sampling.pipeline import Sampler
+
+BENCH_SEED0 = 1000  # bench seeds start here: disjoint from calibration seeds (0, 1, ...)
+
+
+class PeakRSS:
+    """Samples the process's resident set size in a thread; ``peak_mb`` after ``stop``."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self.rss()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+@dataclass
+class Row:
+    method: str
+    schedule: str
+    full_steps: int
+    flops_reduction: float
+    speedup: float
+    psnr_db: float
+    ssim: float
+    seconds: float
+    peak_rss_mb: float
+
+
+def image_metrics(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """Mean PSNR (dB, capped at 99) and SSIM of uint8 images ``(B, H, W, 3)``."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ps, ss = [], []
+    for g, r in zip(got, ref):
+        ps.append(99.0 if np.array_equal(g, r) else min(99.0, peak_signal_noise_ratio(r, g, data_range=255)))
+        win = min(7, min(r.shape[:2]) // 2 * 2 - 1)
+        ss.append(structural_similarity(r, g, channel_axis=-1, data_range=255, win_size=max(win, 3)))
+    return float(np.mean(ps)), float(np.mean(ss))
+
+
+class Bench:
+    """Runs methods on one sampler, one conditioning set and fixed seeds."""
+
+    def __init__(self, sampler: Sampler, cond: dict[str, np.ndarray], steps: int, seeds: Sequence[int],
+                 log: Callable[[str], None] = print) -> None:
+        self.s = sampler
+        self.cond = cond
+        self.steps = steps
+        self.seeds = list(seeds)
+        self.log = log
+        b = sampler.bundle
+        dims = self._dims()
+        self.f_transformer = count_flops(b.onnx_path("transformer"), dims, strict=False)
+        self.f_head = count_flops(b.onnx_path("head"), dims, strict=False) if b.has("head") else 0
+        self._ref: dict[str, Any] | None = None
+
+    def _dims(self) -> dict[str, int]:
+        shape = self.s.rt.latent_shape(1)
+        feed = self.s.rt.static_inputs({k: v[:1] for k, v in self.cond.items()})
+        dims = self.s.bundle.spec("transformer").check_feed(
+            {**feed, **self.s.rt.step_inputs(np.zeros(shape, np.float32), 1.0)}, "bench")
+        return dims
+
+    def _run(self, fc: Forecaster | None) -> tuple[np.ndarray, float, float]:
+        images, secs = [], []
+        self.s.sample(self.cond, self.seeds[0], self.steps, forecaster=fc, decode=False)  # warm-up
+        with PeakRSS() as mem:
+            for seed in self.seeds:
+                r = self.s.sample(self.cond, seed, self.steps, forecaster=fc)
+                images.append(r.images)
+                secs.append(r.seconds)
+        return np.concatenate(images), float(np.median(secs)), mem.peak_mb
+
+    def reference(self) -> dict[str, Any]:
+        if self._ref is None:
+            self.log(f"full compute: {self.steps} steps x {len(self.seeds)} seeds ...")
+            images, sec, mem = self._run(None)
+            self._ref = {"images": images, "seconds": sec, "mem": mem}
+        return self._ref
+
+    def row(self, label: str, fc: Forecaster | None, schedule: str) -> Row:
+        ref = self.reference()
+        if fc is None:
+            images, sec, mem = ref["images"], ref["seconds"], ref["mem"]
+        else:
+            images, sec, mem = self._run(fc)
+        psnr, ssim = image_metrics(images, ref["images"])
+        full = self.steps if fc is None else len(fc.table.computed)
+        row = Row(label, schedule, full, self.flops_reduction(fc), ref["seconds"] / sec, psnr, ssim, sec, mem)
+        self.log(f"  {label:22s} {full:3d} full steps  {row.flops_reduction:5.2f}x FLOPs  "
+                 f"{row.speedup:5.2f}x latency  {psnr:6.2f} dB  SSIM {ssim:.4f}")
+        return row
+
+    def flops_reduction(self, fc: Forecaster | None) -> float:
+        if fc is None:
+            return 1.0
+        m = len(fc.table.computed)
+        pred = predictor_flops(fc, self.s.rt.latent_shape(1))
+        extra = self.f_head if fc.tap != "output" else 0
+        total = m * self.f_transformer + (self.steps - m) * (pred + extra)
+        return self.steps * self.f_transformer / total
+
+
+def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
+    """FLOPs of one predictor-engine call, counted from its ONNX graph."""
+    import onnx
+
+    from .predictor.graph import build_predictor_graph, predictor_io_spec
+
+    spec = fc.engine.spec
+    hist = spec.input("history")
+    dims = {d: v for d, v in zip(hist.shape[1:], latent_shape) if isinstance(d, str)}
+    fspec = spec.output("feature")
+    lat = spec.input("latent") if "latent" in spec.input_names else None
+    model: onnx.ModelProto = build_predictor_graph(fc.table, fspec, lat)
+    _ = predictor_io_spec
+    if fc.tap != "output":  # residual tap: its own channel count; dims by name still hold
+        dims = {"batch": latent_shape[0], "img_seq": latent_shape[1]}
+    return count_flops(model, dims, strict=False)
+
+
+def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets: Sequence[int],
+              methods: Sequence[str], seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Bench ``methods`` at each budget. ``l2p:NAME`` may contain ``{M}`` (the budget)."""
+    bench = Bench(sampler, cond, steps, seeds, log)
+    rows = [bench.row("full", None, "all")]
+    for m_budget in budgets:
+        log(f"budget {m_budget}/{steps} full steps:")
+        l2p_scheds: list[tuple[int, ...]] = []
+        for meth in methods:
+            if meth == "full":
+                continue
+            parsed = Method.parse(meth.replace("{M}", str(m_budget)))
+            if parsed.kind == "l2p":
+                fc = l2p_forecaster(sampler.bundle, parsed.name, steps, m_budget)
+                l2p_scheds.append(fc.table.computed)
+                rows.append(bench.row(str(parsed), fc, "calibrated"))
+        for meth in methods:
+            if meth in PRESETS:
+                fc = preset_forecaster(sampler.bundle, meth, steps, m_budget)
+                rows.append(bench.row(meth, fc, "interval"))
+                for sched in dict.fromkeys(l2p_scheds):
+                    if sched != interval_schedule(steps, m_budget):
+                        fc = preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=sched)
+                        rows.append(bench.row(meth, fc, "calibrated"))
+            elif meth != "full" and not meth.startswith("l2p"):
+                raise InputError(f"unknown method '{meth}' for bench")
+    return {"bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash, "steps": steps,
+            "seeds": list(seeds), "transformer_flops": bench.f_transformer,
+            "rows": [asdict(r) for r in rows]}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    head = (f"{'method':22s} {'schedule':10s} {'full':>4s} {'FLOPs red.':>10s} {'speedup':>8s} "
+            f"{'PSNR dB':>8s} {'SSIM':>7s} {'s/image':>8s} {'peak MB':>8s}")
+    lines = [head, "-" * len(head)]
+    for r in report["rows"]:
+        lines.append(f"{r['method']:22s} {r['schedule']:10s} {r['full_steps']:4d} {r['flops_reduction']:9.2f}x "
+                     f"{r['speedup']:7.2f}x {r['psnr_db']:8.2f} {r['ssim']:7.4f} {r['seconds']:8.3f} "
+                     f"{r['peak_rss_mb']:8.0f}")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    """PNG of quality (PSNR) vs. FLOPs reduction, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_open
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in report["rows"]:
+        if r["method"] == "full":
+            continue
+        key = r["method"].split(":")[0] + ("" if r["schedule"] == "interval" else f" ({r['schedule']})")
+        series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
+    for key, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key)
+    ax.set_xlabel("transformer FLOPs reduction (x)")
+    ax.set_ylabel("PSNR vs. full compute (dB)")
+    ax.set_title(f"quality vs. speed-up, {report['steps']} steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Torch-free calibration: capture trajectories through an Engine, fit, search a schedule."""

@@ -1,0 +1,199 @@
+"""``l2p calibrate``: capture -> (search a schedule) -> fit -> (refit on own trajectories) -> save.
+
+Torch-free. Trajectories are cached (atomically) under ``BUNDLE/predictors/.cache`` so that an
+interrupted calibration resumes without recomputing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import load_npz, save_npz, write_bytes
+from ..errors import ArtifactError, InputError
+from ..predictor.artifact import Predictor, load_predictor, save_predictor
+from ..predictor.schedule import interval_schedule, power_schedule
+from ..predictor.table import CoefficientTable
+from ..sampling.methods import feature_spec, forecaster_from_table
+from ..sampling.pipeline import Sampler, check_run_args
+from ..spec import TensorSpec
+from .capture import Trajectories, capture
+from .fidelity import fidelity_table, plot_fidelity, projection_fidelity
+from .fit import FitConfig, fit_table
+
+WARMUPS = (1, 2, 3, 4)
+EXPONENTS = (0.7, 1.0, 1.3, 1.6, 2.0, 2.5)
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Settings of one calibration (saved with the predictor; same settings = nothing to do)."""
+
+    steps: int
+    full_steps: int
+    name: str = "default"
+    seeds: int = 4
+    tap: str = "output"
+    K: int = 3
+    latents: bool = True
+    ridge: float = 1e-6
+    solver: str = "lstsq"
+    schedule: str = "search"  # "search" or "interval"
+    warmup: int = 1  # for "interval"
+    refit: int = 1  # rounds of refitting on the cached sampler's own trajectories
+
+    def __post_init__(self) -> None:
+        check_run_args(self.steps, 0, self.full_steps)
+        if self.schedule not in ("search", "interval"):
+            raise InputError(f"--schedule {self.schedule}: choose search or interval")
+        if not 1 <= self.seeds <= 256:
+            raise InputError(f"--seeds {self.seeds} is out of range; use 1..256")
+        if not 0 <= self.refit <= 10:
+            raise InputError(f"--refit {self.refit} is out of range; use 0..10")
+        if self.tap == "residual" and self.latents:
+            object.__setattr__(self, "latents", False)  # latent terms need the feature's shape
+
+
+def _psnr(got: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over runs of the PSNR (dB) of final latents; peak = the reference's range."""
+    vals = []
+    for g, r in zip(got, ref):
+        mse = float(np.mean((g.astype(np.float64) - r) ** 2))
+        vals.append(99.0 if mse == 0 else 10 * np.log10(float(r.max() - r.min()) ** 2 / mse))
+    return float(np.mean(vals))
+
+
+class Calibrator:
+    """One calibration run over a bundle and a conditioning set."""
+
+    def __init__(self, bundle: str | Path, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
+                 log: Callable[[str], None] = print, threads: int | None = None) -> None:
+        self.sampler = Sampler(bundle, threads=threads)
+        self.bundle = self.sampler.bundle
+        self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
+        self.cfg = cfg
+        self.log = log
+        self.fit_cfg = FitConfig(cfg.K, cfg.latents, cfg.ridge, cfg.solver)
+        h = hashlib.sha256(self.bundle.hash.encode())
+        for k in sorted(self.cond):
+            h.update(k.encode() + self.cond[k].tobytes())
+        self.cond_hash = h.hexdigest()
+
+    # trajectories ---------------------------------------------------------------------------
+    def full_trajectories(self) -> Trajectories:
+        key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}".encode()).hexdigest()[:24]
+        path = self.bundle.predictors_dir / ".cache" / f"traj-{key}.npz"
+        if path.is_file():
+            try:
+                traj = Trajectories.from_arrays(load_npz(path))
+                self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
+                return traj
+            except (OSError, ValueError, KeyError):
+                path.unlink()  # unreadable cache: recompute
+        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
+        self.log(f"capturing {rows} conditions x {self.cfg.seeds} seeds, {self.cfg.steps} full steps each ...")
+        traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
+                       progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"))
+        save_npz(path, **traj.arrays())
+        return traj
+
+    # fit / evaluate -------------------------------------------------------------------------
+    def fit(self, traj: Trajectories, schedule: tuple[int, ...]) -> tuple[CoefficientTable, dict[str, Any]]:
+        lat = traj.latents if self.fit_cfg.uses_latents else None
+        return fit_table(traj.features[self.cfg.tap], lat, schedule, self.fit_cfg)
+
+    def evaluate(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> float:
+        """Mean final-latent PSNR of the cached sampler vs. full compute on ``seeds``."""
+        fc = forecaster_from_table(self.bundle, table, self.cfg.tap, "candidate predictor")
+        rows = ref.count // self.cfg.seeds
+        finals = [self.sampler.sample(self.cond, s, self.cfg.steps, forecaster=fc, decode=False).final
+                  for s in seeds]
+        return _psnr(np.concatenate(finals), ref.finals[: rows * len(seeds)])
+
+    def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+        cfg = self.cfg
+        if cfg.schedule == "interval":
+            return interval_schedule(cfg.steps, cfg.full_steps, cfg.warmup), []
+        eval_seeds = range(min(cfg.seeds, 2))
+        tried: dict[tuple[int, ...], dict[str, Any]] = {}
+        for w in WARMUPS:
+            if w >= cfg.full_steps:
+                continue
+            for p in EXPONENTS:
+                sched = power_schedule(cfg.steps, cfg.full_steps, w, p)
+                if sched in tried:
+                    continue
+                table, _ = self.fit(traj, sched)
+                score = self.evaluate(table, traj, eval_seeds)
+                tried[sched] = {"warmup": w, "exponent": p, "psnr_db": score, "schedule": list(sched)}
+        best = max(tried.values(), key=lambda r: r["psnr_db"])
+        self.log(f"schedule search: {len(tried)} candidates, best warm-up {best['warmup']}, exponent "
+                 f"{best['exponent']} -> {best['psnr_db']:.2f} dB on the calibration set")
+        return tuple(best["schedule"]), sorted(tried.values(), key=lambda r: -r["psnr_db"])
+
+    def run(self) -> Predictor:
+        cfg = self.cfg
+        folder = self.bundle.predictors_dir / cfg.name
+        settings = {**asdict(cfg), "conditioning_sha256": self.cond_hash}
+        try:
+            old = load_predictor(folder, expect_bundle_hash=self.bundle.hash, expect_steps=cfg.steps)
+            if old.created_by == settings:
+                self.log(f"predictor '{cfg.name}' is up to date; nothing to do")
+                return old
+        except (ArtifactError, InputError, FileNotFoundError):
+            pass
+        traj = self.full_trajectories()
+        if cfg.tap not in traj.features:
+            raise InputError(f"the transformer graph has no '{cfg.tap}' output; re-export the bundle")
+        schedule, search = self.choose_schedule(traj)
+        table, stats = self.fit(traj, schedule)
+        eval_seeds = range(min(cfg.seeds, 2))
+        score = self.evaluate(table, traj, eval_seeds)
+        self.log(f"fit on {traj.count} full-compute trajectories in {stats['fit_seconds'] * 1000:.0f} ms: "
+                 f"{score:.2f} dB")
+        refits = []
+        for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
+            fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
+            own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc)
+            cand, cstats = self.fit(own, schedule)
+            cscore = self.evaluate(cand, traj, eval_seeds)
+            refits.append({"round": r + 1, "psnr_db": cscore, "kept": cscore > score})
+            self.log(f"refit {r + 1} on own trajectories: {cscore:.2f} dB ({'kept' if cscore > score else 'dropped'})")
+            if cscore <= score:
+                break
+            table, stats, score = cand, cstats, cscore
+        stats.update({"calibration_psnr_db": score, "schedule_search": search[:10], "refits": refits})
+        fspec = feature_spec(self.bundle, cfg.tap)
+        lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
+        pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,
+                              bundle_hash=self.bundle.hash, latent_spec=lspec, fit_stats=stats, created_by=settings)
+        fid = projection_fidelity(traj.features[cfg.tap], cfg.K)
+        write_bytes(folder / "fidelity.txt", (fidelity_table(fid, stats["rel_residual"]) + "\n").encode())
+        plot_fidelity(fid, folder / "fidelity.png", cfg.K, stats["rel_residual"], schedule)
+        share = float(np.mean(fid[1:] > 0.95))
+        self.log(f"projection fidelity > 0.95 on {share:.0%} of steps (table: {folder / 'fidelity.txt'})")
+        self.log(f"wrote predictor {folder} (schedule {list(schedule)})")
+        return pred
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per non-empty line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read prompts file {path}: {e}") from None
+    prompts = [ln.strip() for ln in lines if ln.strip()]
+    if not prompts:
+        raise InputError(f"prompts file {path} holds no prompts")
+    return prompts
+
+
+def summary(pred: Predictor) -> str:
+    return json.dumps({"name": pred.name, "schedule": list(pred.schedule), "steps": pred.num_steps,
+                       "calibration_psnr_db": pred.fit_stats.get("calibration_psnr_db")}, indent=2)

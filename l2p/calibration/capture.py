@@ -1,0 +1,82 @@
+"""Capture sampling trajectories through the bundle's own engines (no PyTorch).
+
+A trajectory is one (condition row, seed) pair: the latent fed to the transformer on every step
+and the tapped features. Arrays are stacked as ``(T, N, *feature_shape)`` float32 where ``T`` is
+the number of trajectories and ``N`` the step count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..sampling.loop import Forecaster, StepView
+from ..sampling.pipeline import Sampler
+
+
+@dataclass
+class Trajectories:
+    """Captured runs.
+
+    Attributes:
+        latents: ``(T, N, *shape)`` float32: the latent fed to the model on each step.
+        features: tap -> ``(T, N, *shape_tap)`` float32: the *true* feature on each step
+            (the transformer's, also on forecast steps when captured in shadow mode).
+        finals: ``(T, *shape)`` float32: the final latent of each run.
+    """
+
+    latents: np.ndarray
+    features: dict[str, np.ndarray]
+    finals: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.latents.shape[0])
+
+    def subset(self, idx: np.ndarray | slice) -> Trajectories:
+        return Trajectories(self.latents[idx], {k: v[idx] for k, v in self.features.items()}, self.finals[idx])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"latents": self.latents, "finals": self.finals}
+        out.update({f"feature_{k}": v for k, v in self.features.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trajectories:
+        feats = {k[len("feature_"):]: v for k, v in arrays.items() if k.startswith("feature_")}
+        return cls(arrays["latents"], feats, arrays["finals"])
+
+
+def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int], steps: int,
+            forecaster: Forecaster | None = None, progress: Callable[[int], None] | None = None) -> Trajectories:
+    """Run every condition row (as one batch) for each seed and record every step.
+
+    With a ``forecaster`` the run is the cached sampler's own (forecast steps use the predictor)
+    and the transformer also runs on forecast steps (shadow mode) to record the true features.
+    """
+    lat_runs, feat_runs, finals = [], [], []
+    for n, seed in enumerate(seeds):
+        lat_steps: list[np.ndarray] = []
+        feat_steps: dict[str, list[np.ndarray]] = {}
+
+        def grab(v: StepView) -> None:
+            lat_steps.append(v.latents.copy())
+            feats = v.features if v.computed else (v.true_features or {})
+            for tap, f in feats.items():
+                feat_steps.setdefault(tap, []).append(f.copy())
+
+        res = sampler.sample(cond, seed, steps, forecaster=forecaster, capture=grab, decode=False,
+                             shadow=forecaster is not None, method="full")
+        lat_runs.append(np.stack(lat_steps, axis=1))  # (B, N, *shape)
+        feat_runs.append({k: np.stack(v, axis=1) for k, v in feat_steps.items()})
+        finals.append(res.final)
+        if progress is not None:
+            progress(n)
+    taps = set.intersection(*(set(f) for f in feat_runs))
+    return Trajectories(
+        np.concatenate(lat_runs),  # (T, N, *shape)
+        {t: np.concatenate([f[t] for f in feat_runs]) for t in sorted(taps)},
+        np.concatenate(finals),
+    )
