@@ -1,0 +1,84 @@
+"""Calibration end to end on a tiny bundle: the artifact, its use, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l2p.calibration.calibrate import CalibrationConfig, Calibrator
+from l2p.errors import InputError, MismatchError
+from l2p.predictor.artifact import load_predictor
+from l2p.sampling.pipeline import Sampler
+
+
+@pytest.fixture(scope="module")
+def predictor(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> Path:
+    cfg = CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2)
+    Calibrator(flux_bundle, flux_cond, cfg, log=lambda s: None).run()
+    return flux_bundle / "predictors" / "t12"
+
+
+def test_artifact(predictor: Path, flux_bundle: Path) -> None:
+    pred = load_predictor(predictor)
+    assert pred.num_steps == 12 and len(pred.schedule) == 4 and pred.schedule[0] == 0
+    assert pred.tap == "output" and pred.uses_latents and pred.K == 3
+    assert {"fidelity.png", "fidelity.txt", "predictor.onnx", "coefficients.npz"} <= {p.name for p in predictor.iterdir()}
+    assert pred.fit_stats["fit_seconds"] < 5
+    assert len(pred.fit_stats["schedule_search"]) >= 2
+
+
+def test_l2p_sampling_uses_the_baked_graph(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
+    s = Sampler(flux_bundle)
+    pred = load_predictor(predictor)
+    feats: dict[int, np.ndarray] = {}
+    lats: dict[int, np.ndarray] = {}
+
+    def grab(v):  # type: ignore[no-untyped-def]
+        feats[v.index] = v.features["output"].copy()
+        lats[v.index] = v.latents.copy()
+
+    res = s.sample(flux_cond, 5, 12, method="l2p:t12", capture=grab, decode=False)
+    assert res.loop.computed_steps == 4
+    for i in range(12):  # every forecast equals the linear form evaluated in float64 numpy
+        if pred.table.is_computed(i):
+            continue
+        hist = pred.table.history(i)
+        ref = pred.table.predict(i, [feats[s] for s in hist], [lats[s] for s in hist], lats[i])
+        np.testing.assert_allclose(feats[i], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_is_a_noop(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
+    msgs: list[str] = []
+    before = (predictor / "predictor.json").read_bytes()
+    Calibrator(flux_bundle, flux_cond, CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2),
+               log=msgs.append).run()
+    assert any("up to date" in m for m in msgs)
+    assert (predictor / "predictor.json").read_bytes() == before
+
+
+def test_refuses_mismatch(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray], tmp_path: Path) -> None:
+    s = Sampler(flux_bundle)
+    with pytest.raises(MismatchError, match="12 steps"):
+        s.sample(flux_cond, 0, 20, method="l2p:t12")
+    with pytest.raises(MismatchError, match="full steps"):
+        s.sample(flux_cond, 0, 12, method="l2p:t12", full_steps=6)
+    # the same predictor copied into another bundle is refused: it names the bundle it was made for
+    other = tmp_path / "other"
+    shutil.copytree(flux_bundle, other)
+    m = json.loads((other / "manifest.json").read_text())
+    m["export_config"]["source"] = "elsewhere"
+    (other / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(MismatchError, match="bundle"):
+        Sampler(other).sample(flux_cond, 0, 12, method="l2p:t12")
+
+
+def test_bad_calibration_settings() -> None:
+    with pytest.raises(InputError):
+        CalibrationConfig(steps=10, full_steps=11)
+    with pytest.raises(InputError):
+        CalibrationConfig(steps=10, full_steps=3, schedule="random")
+    assert CalibrationConfig(steps=10, full_steps=3, tap="residual").latents is False

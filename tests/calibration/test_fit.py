@@ -1,0 +1,72 @@
+"""The least-squares fit against known answers: exact polynomial trajectories, gradient vs. closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from l2p.calibration.fidelity import projection_fidelity
+from l2p.calibration.fit import FitConfig, fit_table
+from l2p.errors import InputError
+from l2p.predictor.presets import lagrange_weights
+
+
+def quadratic_trajectories(T: int = 6, N: int = 20, D: int = 40, seed: int = 0) -> np.ndarray:
+    """F_t(i) = a_t + b_t * i + c_t * i^2 with random vectors: (T, N, D)."""
+    rng = np.random.default_rng(seed)
+    a, b, c = (rng.standard_normal((T, 1, D)) for _ in range(3))
+    i = np.arange(N, dtype=np.float64)[None, :, None]
+    return a + b * i + c * i**2 / N
+
+
+def test_recovers_lagrange_weights_on_quadratics() -> None:
+    F = quadratic_trajectories()
+    schedule = (0, 1, 2, 6, 11, 15, 19)
+    table, stats = fit_table(F, None, schedule, FitConfig(K=3, uses_latents=False, ridge=0.0))
+    for i in range(20):
+        if i in schedule or i < 3:
+            continue
+        hist = table.history(i)
+        # the quadratic lies exactly in the span of 3 history features: the unique weights are
+        # Lagrange extrapolation's, computed here from the formula, not by the fit
+        np.testing.assert_allclose(table.W[i, :3], lagrange_weights(hist, i, 2), rtol=1e-6, atol=1e-8)
+        assert stats["rel_residual"][str(i)] < 1e-8
+
+
+def test_gradient_solver_matches_closed_form() -> None:
+    rng = np.random.default_rng(1)
+    F = quadratic_trajectories() + 0.05 * rng.standard_normal((6, 20, 40))
+    X = rng.standard_normal((6, 20, 40))
+    schedule = (0, 4, 9, 14, 19)
+    t1, _ = fit_table(F, X, schedule, FitConfig(K=3, ridge=1e-3))
+    t2, _ = fit_table(F, X, schedule, FitConfig(K=3, ridge=1e-3, solver="gd", gd_iters=20000))
+    np.testing.assert_allclose(t2.W, t1.W, atol=2e-3)
+    np.testing.assert_allclose(t2.V, t1.V, atol=2e-3)
+    assert t1.uses_latents and np.abs(t1.U).sum() > 0
+
+
+def test_latent_terms_are_used_when_they_explain_the_target() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((8, 12, 30))
+    F = 0.5 * X + 0.01 * rng.standard_normal(X.shape)  # the feature is mostly the current latent
+    table, stats = fit_table(F, X, (0, 5, 10), FitConfig(K=2))
+    for i in (3, 7, 11):
+        assert abs(table.V[i] - 0.5) < 0.05
+        assert stats["rel_residual"][str(i)] < 0.1
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(InputError):
+        FitConfig(solver="adam")
+    with pytest.raises(InputError):
+        FitConfig(K=0)
+    with pytest.raises(InputError, match="shaped like"):
+        fit_table(np.zeros((2, 5, 4)), np.zeros((2, 5, 3)), (0, 2), FitConfig())
+
+
+def test_projection_fidelity() -> None:
+    F = quadratic_trajectories(T=3, N=12, D=50)
+    fid = projection_fidelity(F, K=3)
+    assert np.isnan(fid[0]) and np.all(fid[3:] > 0.999999)
+    noise = np.random.default_rng(0).standard_normal((3, 12, 400))
+    assert np.all(projection_fidelity(noise, K=3)[3:] < 0.2)  # ~sqrt(3/400) for unrelated vectors
