@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependencyError, missing_extra
+from ..errors import L2PError, MissingDependencyError, missing_extra
 from ..spec import IOSpec
 from .base import Engine
 
@@ -91,10 +91,18 @@ class OrtEngine(Engine):
         self.backend = {v: k for k, v in PROVIDERS.items()}.get(provider, provider)
         opts = [dict(provider_options or {})]
         model = onnx_path if isinstance(onnx_path, bytes) else str(Path(onnx_path))
-        self.session = ort.InferenceSession(
-            model, sess_options=session_options(threads), providers=[provider],
-            provider_options=opts,
-        )
+        try:
+            self.session = ort.InferenceSession(
+                model, sess_options=session_options(threads), providers=[provider],
+                provider_options=opts,
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            hint = ""
+            if "NOT_IMPLEMENTED" in first and provider == "CPUExecutionProvider":
+                hint = " (ONNX Runtime CPU lacks kernels for this graph; bf16 graphs need a GPU backend: "\
+                       "export with --precision fp32 for CPU)"
+            raise L2PError(f"onnxruntime could not load the {name} graph: {first}{hint}") from None
         used = self.session.get_providers()
         if provider not in used:
             raise MissingDependencyError(

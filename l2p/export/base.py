@@ -54,6 +54,10 @@ class FamilyAdapter(ABC):
     def transformer_graph(self) -> ExportGraph:
         """The denoiser graph."""
 
+    def graphs(self) -> list[ExportGraph]:
+        """Every graph of the bundle; families without a ``head`` graph export the transformer only."""
+        return [self.transformer_graph()]
+
     @abstractmethod
     def runtime_info(self) -> dict[str, Any]:
         """What the torch-free runtime needs to feed the graph (saved in the manifest)."""

@@ -80,7 +80,8 @@ def export_graph(graph: ExportGraph, path: str | os.PathLike[str], precision: Pr
     dyn = _dynamic_shapes(graph, target)
     if isinstance(module, _CastIO):
         dyn = (tuple(_flatten(dyn)),)  # forward(*args): one nested tuple
-    external = param_bytes(module) > EXTERNAL_DATA_BYTES
+    limit = int(os.environ.get("L2P_EXTERNAL_DATA_BYTES", EXTERNAL_DATA_BYTES))  # tests force it low
+    external = param_bytes(module) > limit
     tmp = path.with_name(path.name + ".partial.onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

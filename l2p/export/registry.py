@@ -10,6 +10,10 @@ from .base import FamilyAdapter
 #: diffusers transformer class -> (module, adapter class). Only tested families are listed.
 ADAPTERS: dict[str, tuple[str, str]] = {
     "FluxTransformer2DModel": ("l2p.export.flux", "FluxAdapter"),
+    "SD3Transformer2DModel": ("l2p.export.sd3", "SD3Adapter"),
+    "DiTTransformer2DModel": ("l2p.export.dit", "DiTAdapter"),
+    "PixArtTransformer2DModel": ("l2p.export.pixart", "PixArtAdapter"),
+    "QwenImageTransformer2DModel": ("l2p.export.qwenimage", "QwenImageAdapter"),
 }
 
 

@@ -91,3 +91,21 @@ def test_refuses_foreign_output_folder(flux_folder: Path, tmp_path: Path) -> Non
     with pytest.raises(InputError, match="not an l2p bundle"):
         export_bundle(str(flux_folder), tmp_path / "mine", latent_size=(8, 8), log=lambda s: None)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_external_data_and_fp16(flux_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                flux_cond: dict) -> None:
+    """Large-graph path (weights in model.onnx.data) and an fp16 graph, both run by ONNX Runtime."""
+    from l2p.export.exporter import export_bundle
+    from l2p.sampling.pipeline import Sampler
+
+    monkeypatch.setenv("L2P_EXTERNAL_DATA_BYTES", "0")
+    ext = export_bundle(str(flux_folder), tmp_path / "ext", latent_size=(8, 8), log=lambda s: None)
+    assert (ext / "transformer" / "model.onnx.data").stat().st_size > 100_000
+    assert "transformer/model.onnx.data" in open_bundle(ext).manifest["files"]
+    monkeypatch.delenv("L2P_EXTERNAL_DATA_BYTES")
+    half = export_bundle(str(flux_folder), tmp_path / "fp16", latent_size=(8, 8), precision="fp16", log=lambda s: None)
+    assert open_bundle(half).manifest["export_config"]["checks"]["transformer"] < 2e-2
+    a = Sampler(ext).sample(flux_cond, 0, 4, decode=False).final
+    b = Sampler(half).sample(flux_cond, 0, 4, decode=False).final
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 2e-2

@@ -14,6 +14,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "sd3": ("l2p.sampling.families.sd3", "SD3Runtime"),
     "dit": ("l2p.sampling.families.dit", "DiTRuntime"),
     "pixart": ("l2p.sampling.families.pixart", "PixArtRuntime"),
+    "qwenimage": ("l2p.sampling.families.qwenimage", "QwenImageRuntime"),
 }
 
 
