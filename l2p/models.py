@@ -50,7 +50,14 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+#: optional files in a model folder with l2p defaults (height, width, max_sequence_length,
+#: num_inference_steps, heldout_captions); diffusers ignores them
+DEFAULTS_FILES = ("l2p_defaults.json", "l2p_tiny.json")
+
+
 def model_defaults(path: Path) -> dict[str, Any]:
-    """Optional ``l2p_defaults.json`` in a model folder: height, width, steps, max_sequence_length."""
-    f = path / "l2p_defaults.json"
-    return read_json(f) if f.is_file() else {}
+    """The model folder's l2p defaults (empty if it has none)."""
+    for name in DEFAULTS_FILES:
+        if (path / name).is_file():
+            return read_json(path / name)
+    return {}

@@ -84,6 +84,7 @@ def _graph_checks(sampler: Sampler, src: Path, adapter: Any, prec: Precision) ->
             r = model(torch.from_numpy(ids), output_hidden_states=False)
         e = errors(got["last_hidden_state"], r[0].numpy())
         out.append(Check(enc, "rel", e["rel"], 1e-5, e["rel"] <= 1e-5))
+        out.append(_tokenizer_check(sampler, src, index, enc, length))
     if bundle.has("vae_decoder"):
         vae = _load(index["vae"][1], src / "vae", torch.float32)
         spec = bundle.spec("vae_decoder")
@@ -96,6 +97,21 @@ def _graph_checks(sampler: Sampler, src: Path, adapter: Any, prec: Precision) ->
         e = errors(got, ref.numpy())
         out.append(Check("vae_decoder", "rel", e["rel"], 1e-5, e["rel"] <= 1e-5))
     return out
+
+
+def _tokenizer_check(sampler: Sampler, src: Path, index: dict[str, Any], enc: str, length: int) -> Check:
+    """Token ids from the bundle's tokenizer.json vs. the transformers tokenizer of the pipeline."""
+    from transformers import AutoTokenizer
+
+    from .sampling.text import load_tokenizers
+
+    tok_dir = "tokenizer" if enc == "text_encoder" else "tokenizer_2"
+    ref_tok = AutoTokenizer.from_pretrained(str(src / tok_dir))
+    ours = load_tokenizers(sampler.bundle.root, {enc: sampler.bundle.manifest["tokenizers"][enc]})[enc]
+    prompts = ["a red circle at the top left", "A photo of a cat, 4k", "x"]
+    ref = ref_tok(prompts, padding="max_length", max_length=length, truncation=True)["input_ids"]
+    bad = int((ours(prompts) != np.asarray(ref)).sum())
+    return Check(f"{tok_dir} ids", "mismatch", bad, 0, bad == 0)
 
 
 def _reference_run(transformer: torch.nn.Module, bundle: Any, cond: dict[str, np.ndarray], initial: np.ndarray,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from ..errors import NumericalError
+from ..errors import InputError, NumericalError
 from ..spec import IOSpec
 
 
@@ -45,6 +46,17 @@ class Engine(ABC):
                         f"{self.name} engine ({self.backend}) produced NaN/Inf in output '{k}'"
                     )
         return out
+
+    def run_device(self, feed: Mapping[str, Any], check: bool = True) -> dict[str, Any]:
+        """Run the graph on device arrays (cupy); returns device arrays, with no host copies.
+
+        Device backends (``TrtEngine``, ``OrtDeviceEngine``) implement it; host-only engines raise.
+        """
+        raise InputError(
+            f"the {self.name} engine ({type(self).__name__}, backend {self.backend}) runs on host arrays only "
+            "and cannot take device arrays; sample on the GPU with --backend tensorrt or onnxruntime-cuda "
+            "and --device cuda, or on the CPU with --device cpu"
+        )
 
     @abstractmethod
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -61,7 +61,7 @@ class OrtDeviceEngine(Engine):
     """An ONNX graph on ONNX Runtime's CUDA or TensorRT execution provider.
 
     Args:
-        onnx_path: the ``.onnx`` file.
+        onnx_path: the ``.onnx`` file, or serialized model bytes (in-memory predictor graphs).
         spec: its I/O spec.
         provider: ``CUDAExecutionProvider`` (default) or ``TensorrtExecutionProvider``.
         device_id: CUDA device ordinal.
@@ -70,7 +70,7 @@ class OrtDeviceEngine(Engine):
 
     def __init__(
         self,
-        onnx_path: str | os.PathLike[str],
+        onnx_path: str | os.PathLike[str] | bytes,
         spec: IOSpec,
         name: str = "graph",
         provider: str = "CUDAExecutionProvider",
@@ -86,8 +86,9 @@ class OrtDeviceEngine(Engine):
         self.device_type = "cuda"  # where run_device binds memory (tests switch it to "cpu")
         options = [{"device_id": device_id, **(provider_options or {})}]
         options += [{"device_id": device_id}] * (len(providers) - 1)
+        model = onnx_path if isinstance(onnx_path, bytes) else str(Path(onnx_path))
         self.session = ort.InferenceSession(
-            str(Path(onnx_path)), sess_options=session_options(threads), providers=providers,
+            model, sess_options=session_options(threads), providers=providers,
             provider_options=options,
         )
         used = self.session.get_providers()

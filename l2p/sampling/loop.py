@@ -2,6 +2,12 @@
 
 On each step the loop runs either the full transformer engine (a computed step) or the
 predictor engine (a forecast step), then the numpy scheduler. Nothing here imports torch.
+
+The loop is written against an array namespace ``xp``: numpy on the CPU (engines' ``run``), or
+cupy on the GPU (engines' ``run_device``). On the GPU everything the loop touches stays on the
+device: the latents, the history ring buffer, the predictor's inputs and outputs, the
+conditioning and the per-step timesteps (both uploaded once, before the loop), and the NaN/Inf
+flags (read back once, after the loop). Only the final latents come back to the host.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,7 +24,7 @@ from ..engine.base import Engine
 from ..errors import NumericalError
 from ..predictor.table import CoefficientTable
 from .families.base import FamilyRuntime
-from .history import FeatureHistory
+from .history import FeatureHistory, forecast_index_inputs
 
 #: feature taps: tap name -> transformer output that holds it
 TAPS = {"output": "sample", "residual": "residual"}
@@ -48,7 +55,7 @@ class StepRecord:
 
 @dataclass
 class LoopResult:
-    latents: np.ndarray
+    latents: np.ndarray  # the final latents, on the host
     steps: list[StepRecord] = field(default_factory=list)
 
     @property
@@ -58,89 +65,136 @@ class LoopResult:
 
 @dataclass
 class StepView:
-    """What a capture callback sees on one step (arrays are the loop's own: copy to keep)."""
+    """What a capture callback sees on one step.
+
+    Arrays are the loop's own, in its namespace (numpy, or cupy on the GPU): copy to keep.
+    """
 
     index: int
-    latents: np.ndarray  # the latent fed to the model on this step
+    latents: Any  # the latent fed to the model on this step
     computed: bool
-    features: dict[str, np.ndarray]  # tap -> feature used on this step (true or forecast)
-    model_output: np.ndarray
-    true_features: dict[str, np.ndarray] | None = None  # shadow mode: the transformer's on forecast steps
+    features: dict[str, Any]  # tap -> feature used on this step (true or forecast)
+    model_output: Any
+    true_features: dict[str, Any] | None = None  # shadow mode: the transformer's on forecast steps
 
 
 #: called on every step with a :class:`StepView`
 Capture = Callable[[StepView], None]
 
 
-def _taps(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _taps(out: dict[str, Any]) -> dict[str, Any]:
     return {tap: out[name] for tap, name in TAPS.items() if name in out}
 
 
-def _guard(x: np.ndarray, i: int, engine: str) -> None:
-    if not np.isfinite(x).all():
-        raise NumericalError(
-            f"step {i}: the {engine} engine produced NaN/Inf; stopping instead of writing a broken "
-            "image (try an fp32 bundle: l2p export ... --precision fp32, or another backend)"
-        )
+def to_host(xp: ModuleType, x: Any) -> np.ndarray:
+    """``x`` as a numpy array: itself for numpy, one device-to-host copy for cupy (``xp.asnumpy``)."""
+    return np.asarray(x) if xp is np else xp.asnumpy(x)
 
 
-def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: np.ndarray,
-            static: dict[str, np.ndarray], steps: int, forecaster: Forecaster | None = None,
+def _run(engine: Engine, feed: dict[str, Any], check: bool, device: bool) -> dict[str, Any]:
+    """``engine.run`` on host arrays, or ``engine.run_device`` on device arrays (outputs stay there)."""
+    return engine.run_device(feed, check=check) if device else engine.run(feed, check=check)
+
+
+class FiniteFlags:
+    """The NaN/Inf guard: one flag per step, ``(steps,)`` bool in ``xp``, written where ``x`` lives.
+
+    On the host a bad step raises at once; on a device the flags are read back once, by
+    :meth:`check` after the loop, which names the first bad step and its engine.
+    """
+
+    def __init__(self, xp: ModuleType, steps: int) -> None:
+        self.xp = xp
+        self.ok = xp.ones(steps, dtype=bool)
+        self.engines: list[str] = []  # engine that made each step's model output
+
+    def record(self, i: int, x: Any, engine: str) -> None:
+        self.ok[i] = self.xp.isfinite(x).all()  # a device-side reduction and write: no sync
+        self.engines.append(engine)
+        if self.xp is np:
+            self.check()
+
+    def check(self) -> None:
+        bad = np.flatnonzero(~to_host(self.xp, self.ok))
+        if bad.size:
+            i = int(bad[0])
+            raise NumericalError(
+                f"step {i}: the {self.engines[i]} engine produced NaN/Inf; stopping instead of writing a "
+                "broken image (try an fp32 bundle: l2p export ... --precision fp32, or another backend)"
+            )
+
+
+def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any,
+            static: dict[str, Any], steps: int, forecaster: Forecaster | None = None,
             capture: Capture | None = None, progress: Callable[[int], None] | None = None,
-            shadow: bool = False) -> LoopResult:
+            shadow: bool = False, xp: ModuleType = np) -> LoopResult:
     """Run ``steps`` denoising steps from ``latents`` (the packed starting noise).
 
     Args:
         rt: the family runtime (feeds the graph).
-        scheduler: a numpy scheduler (diffusers contract), reset here with ``rt.set_timesteps``.
+        scheduler: a numpy scheduler (diffusers contract), reset here with ``rt.set_timesteps``;
+            its ``step`` must work on ``xp`` arrays (operators and ``astype`` only).
         transformer: the full engine.
-        latents: ``rt.latent_shape(B)`` float32.
-        static: inputs that are fixed over the run (``rt.static_inputs(cond)``).
+        latents: ``rt.latent_shape(B)`` float32, host or ``xp`` (uploaded once).
+        static: inputs that are fixed over the run (``rt.static_inputs(cond)``; uploaded once).
         forecaster: predictor for the steps the table does not compute; ``None`` = full compute.
-        capture: optional observer of every step (calibration uses it).
+        capture: optional observer of every step (calibration uses it); it sees ``xp`` arrays.
         shadow: also run the transformer on forecast steps and show its features to ``capture``
             (calibration on the cached sampler's own trajectories); the forecast is still used.
+        xp: the array namespace: numpy (engines' ``run``) or cupy (engines' ``run_device``; step
+            times then measure the queueing of work, not its execution).
+
+    Returns:
+        the final latents as a host numpy array, and a record per step.
     """
     rt.set_timesteps(scheduler, steps)
+    timesteps, device = scheduler.timesteps, xp is not np
+    latents = xp.asarray(latents)
+    static = {k: xp.asarray(v) for k, v in static.items()}
+    timestep_in = rt.timestep_inputs(latents, timesteps, xp)  # per step, e.g. {"timestep": (B,)}
+    index_in = {} if forecaster is None else forecast_index_inputs(
+        [forecaster.is_computed(i) for i in range(len(timesteps))], forecaster.table.K, xp)
+    flags = FiniteFlags(xp, len(timesteps))
     tap_out = TAPS[forecaster.tap] if forecaster else "sample"
     history: FeatureHistory | None = None  # allocated on the first computed step
     result = LoopResult(latents)
-    for i, t in enumerate(scheduler.timesteps):
+    for i, t in enumerate(timesteps):
         start = time.perf_counter()
-        step_in = rt.step_inputs(latents, float(t))
+        step_in = {**rt.step_inputs(latents, float(t)), **timestep_in[i]}
         computed = forecaster is None or forecaster.is_computed(i)
         true_feats = None
         if computed:
-            out = transformer.run({**static, **step_in}, check=(i == 0))
+            out = _run(transformer, {**static, **step_in}, i == 0, device)
             feature, model_out, engine = out[tap_out], rt.model_output(out), transformer.name
             feats = _taps(out)
             if forecaster is not None:
                 if history is None:
                     lat = latents.shape if forecaster.table.uses_latents else None
-                    history = FeatureHistory(forecaster.table.K, feature.shape, lat)
+                    history = FeatureHistory(forecaster.table.K, feature.shape, lat, feature.dtype, xp)
                 history.push(i, feature, latents)
         else:
             assert forecaster is not None and history is not None
             if shadow:
-                true_feats = _taps(transformer.run({**static, **step_in}, check=False))
-            feed = {"history": history.features, "step": np.array([i], np.int64), "perm": history.perm()}
+                true_feats = _taps(_run(transformer, {**static, **step_in}, False, device))
+            feed = {"history": history.features, **index_in[i]}  # step (1,), perm (K,): uploaded once
             if forecaster.table.uses_latents:
                 feed["latent_history"], feed["latent"] = history.latents, latents
-            feature = forecaster.engine.run(feed, check=False)["feature"]
+            feature = _run(forecaster.engine, feed, False, device)["feature"]
             engine = forecaster.engine.name
             if forecaster.tap == "output":
                 model_out = rt.model_output({"sample": feature})
             else:
                 assert forecaster.head is not None
                 head_feed = {k: v for k, v in {**static, **step_in}.items() if k in forecaster.head.spec.input_names}
-                model_out = rt.model_output(forecaster.head.run({**head_feed, "residual": feature}, check=False))
+                model_out = rt.model_output(_run(forecaster.head, {**head_feed, "residual": feature}, False, device))
             feats = {forecaster.tap: feature}
-        _guard(model_out, i, engine)
+        flags.record(i, model_out, engine)
         if capture is not None:
             capture(StepView(i, latents, computed, feats, model_out, true_feats))
         latents = scheduler.step(model_out, t, latents)
         result.steps.append(StepRecord(i, float(t), computed, time.perf_counter() - start))
         if progress is not None:
             progress(i)
-    result.latents = latents
+    flags.check()  # the one read-back of the NaN/Inf flags on a device
+    result.latents = to_host(xp, latents)
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..bundle import Bundle
@@ -13,10 +15,18 @@ from ..predictor.graph import build_predictor_graph, predictor_io_spec
 from ..predictor.presets import PRESETS, preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
-from ..spec import TensorSpec
+from ..spec import IOSpec, TensorSpec
 from .loop import TAPS, Forecaster
 
 DEFAULT_PREDICTOR = "default"
+
+#: makes a predictor/head engine: (``.onnx`` file or serialized bytes, its I/O spec, name) -> Engine
+EngineFactory = Callable[[str | os.PathLike[str] | bytes, IOSpec, str], Engine]
+
+
+def host_engines(threads: int | None = None) -> EngineFactory:
+    """ONNX Runtime CPU engines, the default for predictor and head graphs."""
+    return lambda source, spec, name: OrtEngine(source, spec, name=name, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -50,32 +60,35 @@ def feature_spec(bundle: Bundle, tap: str) -> TensorSpec:
 
 
 def preset_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int, warmup: int = 1,
-                      schedule: tuple[int, ...] | None = None, threads: int | None = None) -> Forecaster:
+                      schedule: tuple[int, ...] | None = None, threads: int | None = None,
+                      make_engine: EngineFactory | None = None) -> Forecaster:
     """A fixed-formula forecaster on the interval schedule (or a given one), baked into a graph."""
     sched = schedule or interval_schedule(steps, full_steps, warmup)
     table = preset(name, sched, steps)
-    return forecaster_from_table(bundle, table, "output", f"{name} predictor", threads=threads)
+    return forecaster_from_table(bundle, table, "output", f"{name} predictor", threads=threads,
+                                 make_engine=make_engine)
 
 
 def forecaster_from_table(bundle: Bundle, table: CoefficientTable, tap: str, name: str,
-                          threads: int | None = None) -> Forecaster:
-    """Bake ``table`` into an in-memory predictor graph and wrap it."""
+                          threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster:
+    """Bake ``table`` into an in-memory predictor graph and wrap it (engines: ``make_engine``, else ORT CPU)."""
+    make = make_engine or host_engines(threads)
     fspec = feature_spec(bundle, tap)
     lspec = TensorSpec("latent", "float32", bundle.spec("transformer").input("hidden_states").shape)
     lat = lspec if table.uses_latents else None
     model = build_predictor_graph(table, fspec, lat)
-    engine = OrtEngine(model.SerializeToString(), predictor_io_spec(table, fspec, lat), name=name, threads=threads)
-    return Forecaster(table, engine, tap, _head(bundle, tap, threads))
+    engine = make(model.SerializeToString(), predictor_io_spec(table, fspec, lat), name)
+    return Forecaster(table, engine, tap, _head(bundle, tap, make))
 
 
-def _head(bundle: Bundle, tap: str, threads: int | None) -> Engine | None:
+def _head(bundle: Bundle, tap: str, make: EngineFactory) -> Engine | None:
     if tap == "output":
         return None
-    return OrtEngine(bundle.onnx_path("head"), bundle.spec("head"), name="head", threads=threads)
+    return make(bundle.onnx_path("head"), bundle.spec("head"), "head")
 
 
 def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None,
-                   threads: int | None = None) -> Forecaster:
+                   threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster:
     """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch."""
     folder = bundle.predictors_dir / name
     if not folder.is_dir():
@@ -93,18 +106,19 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
             f"drop --full-steps or re-run: l2p calibrate {bundle.root} ... --steps {steps} "
             f"--full-steps {full_steps} --name {name}"
         )
-    engine = OrtEngine(pred.onnx_path, pred.io_spec, name=f"l2p:{name} predictor", threads=threads)
-    return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, threads))
+    make = make_engine or host_engines(threads)
+    engine = make(pred.onnx_path, pred.io_spec, f"l2p:{name} predictor")
+    return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))
 
 
 def make_forecaster(bundle: Bundle, method: str, steps: int, full_steps: int | None,
-                    threads: int | None = None) -> Forecaster | None:
-    """The forecaster for ``--method`` (``None`` for full compute)."""
+                    threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster | None:
+    """The forecaster for ``--method`` (``None`` for full compute); ``make_engine`` builds its engines."""
     m = Method.parse(method)
     if m.kind == "full":
         return None
     if m.kind == "preset":
         if full_steps is None:
             raise InputError(f"--method {method} needs --full-steps M (how many steps run the transformer)")
-        return preset_forecaster(bundle, m.name, steps, full_steps, threads=threads)
-    return l2p_forecaster(bundle, m.name, steps, full_steps, threads=threads)
+        return preset_forecaster(bundle, m.name, steps, full_steps, threads=threads, make_engine=make_engine)
+    return l2p_forecaster(bundle, m.name, steps, full_steps, threads=threads, make_engine=make_engine)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,19 @@ class FamilyRuntime(ABC):
 
     @abstractmethod
     def step_inputs(self, latents: np.ndarray, t: float) -> dict[str, np.ndarray]:
-        """Inputs that change per step (latents, timestep...)."""
+        """Inputs that change per step: ``latents`` itself and host arrays that depend only on ``t``
+        and the batch size (the timestep...); only ``latents.shape`` may be read."""
+
+    def timestep_inputs(self, latents: Any, timesteps: Sequence[float], xp: ModuleType = np) -> list[dict[str, Any]]:
+        """The latent-free part of :meth:`step_inputs` for every step, uploaded to ``xp`` once.
+
+        Each input (e.g. ``timestep`` ``(B,)`` float32) is stacked over the steps, ``(steps, *shape)``,
+        and uploaded with one ``xp.asarray``; returns per step ``{name: row view}`` (no latents).
+        """
+        rows = [{k: v for k, v in self.step_inputs(latents, float(t)).items() if v is not latents}
+                for t in timesteps]
+        stacked = {k: xp.asarray(np.stack([r[k] for r in rows])) for k in (rows[0] if rows else {})}
+        return [{k: a[i] for k, a in stacked.items()} for i in range(len(rows))]
 
     def model_output(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         """What the scheduler consumes, from the graph outputs."""
