@@ -1,0 +1,97 @@
+"""Qwen-Image runtime: 2x2 packed latents, host-side RoPE, Qwen2.5-VL text conditioning + mask.
+
+Feeds the graph as ``QwenImagePipeline`` feeds the transformer with ``true_cfg_scale`` off (no
+negative prompt: a conditional-only run). Qwen-Image's rotary embedding is complex-valued
+(``QwenEmbedRope``); ONNX has no complex tensors, so :func:`qwen_rope` computes its real and
+imaginary parts here, in numpy, and the graph rotates with them (see :mod:`l2p.export.qwenimage`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ...bundle import Bundle
+from ..packing import pack_2x2, unpack_2x2
+from ..schedulers import set_timesteps_like_pipeline
+from .base import FamilyRuntime, needs_conditioning
+
+
+def _axis_angles(pos: np.ndarray, dim: int, theta: float) -> np.ndarray:
+    """``QwenEmbedRope.rope_params`` angles in float32 as torch computes them: (N,) -> (N, dim/2)."""
+    inv = np.float32(1.0) / np.power(np.float32(theta), np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
+    return np.outer(pos.astype(np.float32), inv.astype(np.float32)).astype(np.float32)  # (N, dim/2)
+
+
+def qwen_rope(height: int, width: int, txt_len: int, axes_dim: Sequence[int], theta: float = 10000.0,
+              scale_rope: bool = True, frame: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Qwen-Image RoPE as ``(cos, sin)``, each ``(txt_len + frame*height*width, sum(axes_dim))`` float32.
+
+    Rows: the text tokens first, then the image tokens of a ``frame x height x width`` token grid
+    (the joint-attention order). Each angle is repeated twice (``cos[:, 2i] == cos[:, 2i+1]``), so
+    rotating interleaved pairs ``(x[2i], x[2i+1])`` equals diffusers' complex multiplication.
+    Mirrors ``QwenEmbedRope.forward`` (``_compute_video_freqs`` with ``idx = 0``): with
+    ``scale_rope`` the height/width positions are centred, ``arange(n) - (n - n // 2)``, and text
+    positions start after ``max(height // 2, width // 2)`` on all three axes.
+    """
+    def centred(n: int) -> np.ndarray:
+        return np.arange(n) - (n - n // 2) if scale_rope else np.arange(n)
+
+    f = np.broadcast_to(np.arange(frame)[:, None, None], (frame, height, width)).reshape(-1)  # (S,)
+    h = np.broadcast_to(centred(height)[None, :, None], (frame, height, width)).reshape(-1)  # (S,)
+    w = np.broadcast_to(centred(width)[None, None, :], (frame, height, width)).reshape(-1)  # (S,)
+    start = max(height // 2, width // 2) if scale_rope else max(height, width)
+    t = np.arange(start, start + txt_len)  # (T,)
+    img = [_axis_angles(p, int(d), theta) for p, d in zip((f, h, w), axes_dim)]
+    txt = [_axis_angles(t, int(d), theta) for d in axes_dim]
+    angles = np.concatenate([np.concatenate(txt, 1), np.concatenate(img, 1)], 0).astype(np.float64)  # (T+S, D/2)
+    cos = np.repeat(np.cos(angles), 2, axis=1).astype(np.float32)  # (T+S, D)
+    sin = np.repeat(np.sin(angles), 2, axis=1).astype(np.float32)  # (T+S, D)
+    return cos, sin
+
+
+class QwenImageRuntime(FamilyRuntime):
+    cond_names = ["encoder_hidden_states", "encoder_hidden_states_mask"]
+
+    def __init__(self, bundle: Bundle, **_options: Any) -> None:
+        super().__init__(bundle)
+        self.h = int(self.info["latent_height"])
+        self.w = int(self.info["latent_width"])
+        self.channels = int(self.info["latent_channels"])
+
+    @property
+    def tokens(self) -> int:
+        return (self.h // 2) * (self.w // 2)
+
+    def latent_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.tokens, self.channels * 4)
+
+    def noise(self, seed: int, batch: int = 1) -> np.ndarray:
+        """Noise drawn in the spatial layout ``(B, C, h, w)`` then packed, as ``QwenImagePipeline``."""
+        z = np.random.default_rng(seed).standard_normal((batch, self.channels, self.h, self.w), dtype=np.float32)
+        return pack_2x2(z)  # (B, h/2*w/2, C*4)
+
+    def set_timesteps(self, scheduler: Any, steps: int) -> None:
+        # sigmas = linspace(1, 1/n, n), mu = calculate_shift(packed token count, ...) from the config
+        set_timesteps_like_pipeline(scheduler, "qwenimage", steps, image_seq_len=self.tokens)
+
+    def static_inputs(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {k: np.ascontiguousarray(cond[k], dtype=np.float32) for k in self.cond_names}
+        txt_len = feed["encoder_hidden_states"].shape[1]
+        feed["rope_cos"], feed["rope_sin"] = qwen_rope(self.h // 2, self.w // 2, txt_len, self.info["rope_axes_dim"],
+                                                       float(self.info["rope_theta"]), bool(self.info["scale_rope"]))
+        return feed
+
+    def step_inputs(self, latents: np.ndarray, t: float) -> dict[str, np.ndarray]:
+        # QwenImagePipeline: timestep = t.expand(B).to(latents.dtype); transformer(timestep=timestep / 1000)
+        timestep = np.full((latents.shape[0],), t, dtype=np.float32) / np.float32(1000)
+        return {"hidden_states": latents, "timestep": timestep}
+
+    def to_vae_latent(self, latents: np.ndarray) -> np.ndarray:
+        return unpack_2x2(latents, self.h, self.w)  # (B, C, H, W); Qwen's video VAE adds a frame axis
+
+    def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],
+               tokenizers: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        raise needs_conditioning("qwenimage", self.cond_names)
