@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .bundle import open_bundle
-from .errors import InputError, UnsupportedModelError
+from .errors import InputError
 from .export.exporter import _load
 from .export.registry import adapter_class
 from .models import read_json, resolve_model
@@ -60,14 +60,14 @@ def _graph_checks(sampler: Sampler, src: Path, adapter: Any, prec: Precision) ->
     bundle = sampler.bundle
     for seed in (0, 1):
         g = adapter.transformer_graph()
-        dims = dict(g.trace_dims, batch=2)
+        dims = {**g.trace_dims, "batch": 2}
         feed = adapter.sample_feed(dims, seed=seed)
         tfeed = {k: feed[k] for k in bundle.spec("transformer").input_names}
         got = sampler.engine("transformer").run(tfeed)
         ref = adapter.reference(tfeed)
         e = errors(got["sample"], ref["sample"])
         out.append(Check(f"transformer[seed {seed}]", "rel", e["rel"], rtol, e["rel"] <= rtol))
-        if bundle.has("head"):
+        if bundle.has("head") and "residual" in got:
             hfeed = {k: (got["residual"] if k == "residual" else feed[k]) for k in bundle.spec("head").input_names}
             e = errors(sampler.engine("head").run(hfeed)["sample"], ref["sample"])
             out.append(Check(f"head(residual)[seed {seed}]", "rel", e["rel"], rtol * 10, e["rel"] <= rtol * 10))
@@ -147,14 +147,16 @@ def validate(bundle_path: str, model: str, conditioning: str | None = None, step
     cls_name = read_json(src / "transformer" / "config.json").get("_class_name", "")
     if cls_name != bundle.manifest["model_class"]:
         raise InputError(f"--model holds a {cls_name}, but the bundle was exported from a {bundle.manifest['model_class']}")
-    if bundle.family != "flux":
-        raise UnsupportedModelError(f"validate supports the flux family; this bundle is '{bundle.family}'")
     prec = Precision.parse(bundle.manifest["precision"])
     sampler = Sampler(bundle, guidance_scale=guidance)
     transformer = _load(cls_name, src / "transformer", torch.float32)
     info = bundle.manifest["latent"]
     adapter = adapter_class(cls_name)(transformer, (int(info["latent_height"]), int(info["latent_width"])))
     checks = _graph_checks(sampler, src, adapter, prec)
+    if bundle.family != "flux":  # the pipeline comparison below is FLUX's; the others are in tests/export
+        return {"bundle": str(bundle.root), "bundle_hash": bundle.hash, "precision": prec.value,
+                "checks": [c.__dict__ for c in checks], "per_step_rel_error": [], "max_step_rel_error": float("nan"),
+                "final_psnr_db": float("nan"), "ok": all(c.ok for c in checks)}
 
     if conditioning:
         cond = sampler.load_conditioning(conditioning)
@@ -190,7 +192,10 @@ def format_report(report: dict[str, Any]) -> str:
         cmp = ">=" if c["metric"] == "psnr_db" else "<="
         lines.append(f"{c['name']:34s} {c['metric']:8s} {c['value']:12.3e} {cmp}{c['limit']:9.3g}  "
                      f"{'ok' if c['ok'] else 'FAIL'}")
-    lines.append(f"max per-step latent rel. error: {report['max_step_rel_error']:.3e}; "
-                 f"final latent PSNR: {report['final_psnr_db']:.2f} dB")
+    if report["per_step_rel_error"]:
+        lines.append(f"max per-step latent rel. error: {report['max_step_rel_error']:.3e}; "
+                     f"final latent PSNR: {report['final_psnr_db']:.2f} dB")
+    else:
+        lines.append("sampling-run comparison: FLUX only here (other families: tests/export)")
     lines.append("PASSED" if report["ok"] else "FAILED")
     return "\n".join(lines)
