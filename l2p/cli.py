@@ -81,7 +81,8 @@ def cmd_sample(a: argparse.Namespace) -> int:
     check_run_args(a.steps, a.seed, a.full_steps)
     if bool(a.prompt) == bool(a.conditioning):
         raise InputError("give either --prompt TEXT ... or --conditioning COND.npz")
-    sampler = Sampler(a.bundle, backend=a.backend, threads=a.threads, guidance_scale=a.guidance)
+    sampler = Sampler(a.bundle, backend=a.backend, threads=a.threads, guidance_scale=a.guidance,
+                      device=a.device, use_cuda_graph=a.cuda_graph)
     cond = sampler.encode(list(a.prompt)) if a.prompt else sampler.load_conditioning(a.conditioning)
     rows = len(next(iter(cond.values())))
     if a.index is not None:
@@ -107,7 +108,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     record = {
         "bundle": str(Path(a.bundle).resolve()), "bundle_hash": sampler.bundle.hash, "method": a.method,
         "steps": a.steps, "full_steps": computed, "seed": a.seed, "rows": int(res.final.shape[0]),
-        "index": a.index, "backend": a.backend, "prompts": list(a.prompt or []),
+        "index": a.index, "backend": a.backend, "device": a.device, "prompts": list(a.prompt or []),
         "conditioning": str(a.conditioning) if a.conditioning else None,
         "initial_latents": str(a.initial_latents) if a.initial_latents else None,
         "timings": {"denoise_s": res.seconds, "per_step_s": [s.seconds for s in res.loop.steps]},
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance embedding (guidance-distilled models)")
     s.add_argument("--initial-latents", help="latents.npz of an earlier run: rerun from its 'initial' noise")
     s.add_argument("--backend", default="onnxruntime", help="onnxruntime (CPU), onnxruntime-cuda, tensorrt")
+    s.add_argument("--device", default="cpu",
+                   help="cpu, or cuda / cuda:N: keep the whole loop on the GPU (needs cupy and a GPU backend)")
+    s.add_argument("--cuda-graph", action="store_true", help="replay CUDA graphs per engine (--backend tensorrt)")
     s.add_argument("--threads", type=int, help="CPU threads per engine")
     s.add_argument("--out", required=True, help="output folder for PNGs, latents.npz and run.json")
     s.set_defaults(func=cmd_sample)

@@ -160,7 +160,7 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any
     result = LoopResult(latents)
     for i, t in enumerate(timesteps):
         start = time.perf_counter()
-        step_in = {**rt.step_inputs(latents, float(t)), **timestep_in[i]}
+        step_in = {**rt.step_inputs(latents, float(t)), **timestep_in[i]}  # latents + the uploaded timestep
         computed = forecaster is None or forecaster.is_computed(i)
         true_feats = None
         if computed:

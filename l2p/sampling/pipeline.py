@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ import numpy as np
 
 from ..bundle import Bundle, open_bundle
 from ..engine.base import Engine
-from ..engine.registry import load_engine
+from ..engine.device_array import get_xp
+from ..engine.registry import DEVICE_BACKENDS, load_device_engine, load_engine
 from ..errors import InputError
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
 from .loop import Capture, LoopResult, denoise
-from .methods import make_forecaster
+from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
 from .text import load_tokenizers
 
@@ -48,17 +50,32 @@ class SampleResult:
 
 
 class Sampler:
-    """Samples from a bundle.
+    """Samples from a bundle, on the CPU or with the whole denoising loop on a GPU.
 
     Args:
         bundle: a bundle folder or an opened :class:`Bundle`.
         backend: engine backend name (``onnxruntime``, ``onnxruntime-cuda``, ``tensorrt``...).
         threads: CPU threads per engine (default: all cores).
         guidance_scale: FLUX guidance-embedding value (ignored by models without one).
+        device: ``cpu`` (numpy loop, host engines) or ``cuda``/``cuda:N`` (cupy loop: latents,
+            history and predictor I/O stay on the GPU; backend ``tensorrt``, ``onnxruntime-cuda``
+            or ``onnxruntime-tensorrt``). Predictor and head graphs run on ONNX Runtime's CUDA
+            provider there (in-memory graphs, no TensorRT plan needed).
+        use_cuda_graph: capture and replay one CUDA graph per input shape (backend ``tensorrt``).
     """
 
     def __init__(self, bundle: str | os.PathLike[str] | Bundle, backend: str = "onnxruntime",
-                 threads: int | None = None, guidance_scale: float = 3.5, verify: bool = True) -> None:
+                 threads: int | None = None, guidance_scale: float = 3.5, verify: bool = True,
+                 device: str = "cpu", use_cuda_graph: bool = False) -> None:
+        if use_cuda_graph and backend != "tensorrt":
+            raise InputError(f"CUDA graphs need --backend tensorrt, not {backend}")
+        if device.lower() != "cpu" and backend not in DEVICE_BACKENDS:
+            raise InputError(f"--device {device} needs a GPU backend ({', '.join(sorted(DEVICE_BACKENDS))}); "
+                             f"{backend} runs on the CPU: use --device cpu")
+        self.xp = get_xp(device)  # numpy, or cupy (MissingDependencyError naming l2p[gpu] without it)
+        self.on_device = self.xp is not np
+        self.device_id = int(device.partition(":")[2] or 0)
+        self.use_cuda_graph = use_cuda_graph
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, verify=verify)
         self.backend = backend
         self.threads = threads
@@ -68,12 +85,23 @@ class Sampler:
         self._forecasters: dict[tuple[str, int, int | None], Any] = {}
 
     def engine(self, graph: str) -> Engine:
-        """The engine for ``graph`` (created on first use)."""
+        """The engine for ``graph`` (created on first use; a device engine when sampling on a GPU)."""
         if graph not in self._engines:
             opts: dict[str, Any] = {"threads": self.threads} if self.backend.startswith("onnxruntime") else {}
-            self._engines[graph] = load_engine(self.backend, self.bundle.onnx_path(graph),
-                                               self.bundle.spec(graph), name=graph, **opts)
+            if self.use_cuda_graph:
+                opts["use_cuda_graph"] = True
+            path, spec = self.bundle.onnx_path(graph), self.bundle.spec(graph)
+            if self.on_device:
+                self._engines[graph] = load_device_engine(self.backend, path, spec, name=graph,
+                                                          device_id=self.device_id, **opts)
+            else:
+                self._engines[graph] = load_engine(self.backend, path, spec, name=graph, **opts)
         return self._engines[graph]
+
+    def _aux_engine(self, source: str | os.PathLike[str] | bytes, spec: Any, name: str) -> Engine:
+        """Predictor/head engines on the GPU: ONNX Runtime's CUDA provider with device I/O."""
+        return load_device_engine("onnxruntime-cuda", source, spec, name=name, device_id=self.device_id,
+                                  threads=self.threads)
 
     # conditioning ---------------------------------------------------------------------------
     def encode(self, prompts: list[str]) -> dict[str, np.ndarray]:
@@ -95,7 +123,8 @@ class Sampler:
     def forecaster(self, method: str, steps: int, full_steps: int | None) -> Any:
         key = (method, steps, full_steps)
         if key not in self._forecasters:
-            self._forecasters[key] = make_forecaster(self.bundle, method, steps, full_steps, self.threads)
+            make: EngineFactory | None = self._aux_engine if self.on_device else None
+            self._forecasters[key] = make_forecaster(self.bundle, method, steps, full_steps, self.threads, make)
         return self._forecasters[key]
 
     def sample(self, cond: dict[str, np.ndarray], seed: int, steps: int, method: str = "full",
@@ -104,7 +133,9 @@ class Sampler:
                forecaster: Any = None, shadow: bool = False) -> SampleResult:
         """Denoise one batch (all rows of ``cond``) from ``seed`` or the given ``initial`` latents.
 
-        ``forecaster`` overrides ``method`` (calibration passes in-memory predictors).
+        ``forecaster`` overrides ``method`` (calibration passes in-memory predictors; on a GPU its
+        engines must be device engines). Noise is drawn on the host, so a seed gives the same
+        starting latents on every device; only the final latents come back from a GPU.
         """
         check_run_args(steps, seed, full_steps)
         batch = next(iter(cond.values())).shape[0]
@@ -122,8 +153,9 @@ class Sampler:
         scheduler = make_scheduler(self.bundle.scheduler_config())
         static = self.rt.static_inputs(cond)
         t0 = time.perf_counter()
-        loop = denoise(self.rt, scheduler, self.engine("transformer"), initial.copy(), static, steps,
-                       forecaster, capture=capture, progress=progress, shadow=shadow)
+        with self.xp.cuda.Device(self.device_id) if self.on_device else nullcontext():
+            loop = denoise(self.rt, scheduler, self.engine("transformer"), initial.copy(), static, steps,
+                           forecaster, capture=capture, progress=progress, shadow=shadow, xp=self.xp)
         seconds = time.perf_counter() - t0
         res = SampleResult(initial, loop.latents, loop, seconds)
         if decode:
