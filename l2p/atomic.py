@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,8 +62,12 @@ def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` file, never unpickling."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    with open(path, "rb") as f:
+        if not zipfile.is_zipfile(f):  # np.load would guess "pickle" and suggest unpickling it
+            raise ValueError(f"{Path(path).name} is not a .npz archive (numpy.savez writes one)")
+        f.seek(0)
+        with np.load(f, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

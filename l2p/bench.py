@@ -76,14 +76,18 @@ class Row:
 
 
 def image_metrics(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """Mean PSNR (dB, capped at 99) and SSIM of uint8 images ``(B, H, W, 3)``."""
+    """Mean PSNR (dB, capped at 99) and SSIM of uint8 images ``(B, H, W, 3)``, or of float
+    latents ``(B, C, h, w)`` (then the reference's value range is the peak)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     ps, ss = [], []
     for g, r in zip(got, ref):
-        ps.append(99.0 if np.array_equal(g, r) else min(99.0, peak_signal_noise_ratio(r, g, data_range=255)))
+        if r.dtype != np.uint8:  # a latent: (C, h, w) -> (h, w, C) float64
+            g, r = g.transpose(1, 2, 0).astype(np.float64), r.transpose(1, 2, 0).astype(np.float64)
+        rng = 255.0 if r.dtype == np.uint8 else float(r.max() - r.min())
+        ps.append(99.0 if np.array_equal(g, r) else min(99.0, peak_signal_noise_ratio(r, g, data_range=rng)))
         win = min(7, min(r.shape[:2]) // 2 * 2 - 1)
-        ss.append(structural_similarity(r, g, channel_axis=-1, data_range=255, win_size=max(win, 3)))
+        ss.append(structural_similarity(r, g, channel_axis=-1, data_range=rng, win_size=max(win, 3)))
     return float(np.mean(ps)), float(np.mean(ss))
 
 
@@ -111,12 +115,14 @@ class Bench:
         return dims
 
     def _run(self, fc: Forecaster | None) -> tuple[np.ndarray, float, float]:
+        """Images (or, for bundles without an image decoder, spatial latents), median s, peak MB."""
         images, secs = [], []
         self.s.sample(self.cond, self.seeds[0], self.steps, forecaster=fc, decode=False)  # warm-up
         with PeakRSS() as mem:
             for seed in self.seeds:
                 r = self.s.sample(self.cond, seed, self.steps, forecaster=fc)
-                images.append(r.images)
+                has_images = r.images is not None and r.images.size > 0
+                images.append(r.images if has_images else self.s.rt.to_vae_latent(r.final))
                 secs.append(r.seconds)
         return np.concatenate(images), float(np.median(secs)), mem.peak_mb
 

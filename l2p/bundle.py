@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,57 @@ def safe_relpath(root: Path, rel: str, what: str) -> Path:
     return full
 
 
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of an ONNX graph or function: initializers and node attributes, recursively."""
+    yield from getattr(graph, "initializer", ())
+    for sparse in getattr(graph, "sparse_initializer", ()):
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attr in node.attribute:
+            yield from ([attr.t] if attr.HasField("t") else [])
+            yield from attr.tensors
+            for sparse in [*([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []), *attr.sparse_tensors]:
+                yield from (sparse.values, sparse.indices)
+            for sub in [*([attr.g] if attr.HasField("g") else []), *attr.graphs]:
+                yield from _graph_tensors(sub)  # If/Loop/Scan bodies
+
+
+def check_external_data(onnx_path: Path, root: Path, allowed: set[str], what: str,
+                        fix: str = "re-export the bundle") -> None:
+    """Refuse an ONNX file whose tensors point at data outside ``root`` or at files not in ``allowed``.
+
+    Reads only the protobuf (``load_external_data=False``), before any runtime follows the
+    references. ``allowed`` holds paths relative to ``root`` (the manifest's file table).
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as e:
+        raise ArtifactError(f"{what}: {onnx_path} is not a readable ONNX file ({e}); {fix}") from None
+    tensors = [*_graph_tensors(model.graph), *(t for f in model.functions for t in _graph_tensors(f))]
+    for t in tensors:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        full = (onnx_path.parent / loc).resolve()
+        if not loc:
+            problem = "an empty path"
+        elif os.path.isabs(loc) or loc.startswith(("/", "\\")) or ":" in loc.split("/")[0]:
+            problem = "an absolute path"
+        elif not full.is_relative_to(root.resolve()):
+            problem = "a path outside the artifact"
+        elif full.relative_to(root.resolve()).as_posix() not in allowed:
+            problem = "a file not listed in the manifest"
+        else:
+            continue
+        raise ArtifactError(
+            f"{what}: tensor '{t.name}' in {onnx_path.name} reads external data from '{loc}', {problem}; "
+            f"refusing to load it (external data must be a listed file next to the graph); {fix}"
+        )
+
+
 def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     """Open the bundle at ``path``, checking the format and (by default) every file's sha256.
 
@@ -142,9 +194,18 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     unknown = set(manifest) - _MANIFEST_KEYS
     if unknown:
         raise ArtifactError(f"{man_path}: unknown manifest keys {sorted(unknown)}")
+    try:
+        return _verified(root, manifest, verify)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-edited manifest or io spec
+        raise ArtifactError(f"{man_path}: malformed manifest or io spec ({type(e).__name__}: {e}); "
+                            "re-export the bundle") from None
+
+
+def _verified(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
+    """Check every listed file, and that everything the bundle reads is listed (see open_bundle)."""
     files: dict[str, Any] = manifest.get("files", {})
     for rel, info in files.items():
-        full = safe_relpath(root, rel, str(man_path))
+        full = safe_relpath(root, rel, str(root / MANIFEST))
         if not full.is_file():
             raise ArtifactError(f"bundle file '{rel}' is missing from {root}; re-export the bundle")
         if full.stat().st_size != info["size"]:
@@ -157,13 +218,20 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
                 f"bundle file '{rel}' does not match its sha256 in the manifest: it was corrupted or "
                 "tampered with; re-export the bundle"
             )
+    refs = {f"graph '{n}' {k}": g[k] for n, g in manifest.get("graphs", {}).items() for k in ("onnx", "spec")}
+    refs.update({f"tokenizer '{n}'": t["path"] for n, t in manifest.get("tokenizers", {}).items()})
+    if "scheduler" in manifest:
+        refs["scheduler config"] = manifest["scheduler"]
+    for what, rel in refs.items():
+        if rel not in files:
+            raise ArtifactError(f"{what}: file '{rel}' is not listed in the manifest; re-export the bundle")
     for name, g in manifest.get("graphs", {}).items():
-        for key in ("onnx", "spec"):
-            if g[key] not in files:
-                raise ArtifactError(f"graph '{name}': {key} file '{g[key]}' is not listed in the manifest")
+        check_external_data(root / g["onnx"], root, set(files), f"bundle graph '{name}'")
     bundle = Bundle(root=root, manifest=manifest)
     for name in manifest.get("graphs", {}):
         bundle.spec(name)
+    if "scheduler" in manifest:
+        bundle.scheduler_config()  # valid JSON (the sampler reads it on every run)
     return bundle
 
 

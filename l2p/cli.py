@@ -81,6 +81,8 @@ def cmd_sample(a: argparse.Namespace) -> int:
     check_run_args(a.steps, a.seed, a.full_steps)
     if bool(a.prompt) == bool(a.conditioning):
         raise InputError("give either --prompt TEXT ... or --conditioning COND.npz")
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise InputError(f"--out {a.out} is a file; give a folder for the images, latents.npz and run.json")
     sampler = Sampler(a.bundle, backend=a.backend, threads=a.threads, guidance_scale=a.guidance,
                       device=a.device, use_cuda_graph=a.cuda_graph)
     cond = sampler.encode(list(a.prompt)) if a.prompt else sampler.load_conditioning(a.conditioning)
@@ -200,4 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m l2p.cli`` runs this file as ``__main__``, a second copy of the module; cli_more
+    # registers its subcommands into the importable ``l2p.cli``, so run that copy's main.
+    from l2p.cli import main as _main
+
+    sys.exit(_main())

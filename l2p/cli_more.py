@@ -28,7 +28,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 
     cfg = CalibrationConfig(steps=a.steps, full_steps=a.full_steps, name=a.name, seeds=a.seeds, tap=a.tap,
                             K=a.K, latents=not a.no_latents, ridge=a.ridge, solver=a.solver,
-                            schedule=a.schedule, warmup=a.warmup, refit=a.refit)
+                            schedule=a.schedule, warmup=a.warmup, refit=a.refit, refit_target=a.refit_target,
+                            affine=not a.free)
     if not cfg.name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
     cond = _conditioning(Sampler(a.bundle, threads=a.threads), a)
@@ -43,7 +44,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     sampler = Sampler(a.bundle, threads=a.threads)
     cond = _conditioning(sampler, a)
-    budgets = [int(b) for b in a.budgets.split(",")]
+    try:
+        budgets = [int(b) for b in a.budgets.split(",")]
+    except ValueError:
+        raise InputError(f"--budgets {a.budgets!r}: give comma-separated step counts, e.g. 10,7") from None
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if a.calibrate:  # one predictor per budget, calibrated on seeds 0.. (bench seeds are disjoint)
         calib = cond if not a.calib_conditioning else sampler.load_conditioning(a.calib_conditioning)
@@ -101,6 +105,11 @@ def _register(sub: Any) -> None:
                    help="search warm-up + spacing on the calibration set, or a fixed interval")
     c.add_argument("--warmup", type=_positive, default=1, help="warm-up steps for --schedule interval")
     c.add_argument("--refit", type=int, default=1, help="rounds of refitting on the cached sampler's own runs")
+    c.add_argument("--refit-target", default="full", choices=["full", "true"],
+                   help="refit towards the full-compute run's feature at each step, or the true feature at the "
+                        "cached run's latent")
+    c.add_argument("--free", action="store_true",
+                   help="do not constrain the feature weights to sum to 1 (plain least squares)")
     c.add_argument("--threads", type=int)
     c.set_defaults(func=cmd_calibrate)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,10 @@ class CalibrationConfig:
     schedule: str = "search"  # "search" or "interval"
     warmup: int = 1  # for "interval"
     refit: int = 1  # rounds of refitting on the cached sampler's own trajectories
+    affine: bool = True  # feature weights sum to 1 (see FitConfig)
+    prior: str = "taylorseer1"  # ridge centre (see FitConfig)
+    ridges: tuple[float, ...] = (1e-6, 1e-3, 1e-1, 10.0)  # tried on the calibration set
+    refit_target: str = "full"  # "full": the full-compute run's feature; "true": F(own latent)
 
     def __post_init__(self) -> None:
         check_run_args(self.steps, 0, self.full_steps)
@@ -54,6 +59,8 @@ class CalibrationConfig:
             raise InputError(f"--schedule {self.schedule}: choose search or interval")
         if not 1 <= self.seeds <= 256:
             raise InputError(f"--seeds {self.seeds} is out of range; use 1..256")
+        if self.refit_target not in ("full", "true"):
+            raise InputError(f"--refit-target {self.refit_target}: choose full or true")
         if not 0 <= self.refit <= 10:
             raise InputError(f"--refit {self.refit} is out of range; use 0..10")
         if self.tap == "residual" and self.latents:
@@ -79,7 +86,7 @@ class Calibrator:
         self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
         self.cfg = cfg
         self.log = log
-        self.fit_cfg = FitConfig(cfg.K, cfg.latents, cfg.ridge, cfg.solver)
+        self.fit_cfg = FitConfig(cfg.K, cfg.latents, cfg.ridge, cfg.solver, affine=cfg.affine, prior=cfg.prior)
         h = hashlib.sha256(self.bundle.hash.encode())
         for k in sorted(self.cond):
             h.update(k.encode() + self.cond[k].tobytes())
@@ -94,7 +101,7 @@ class Calibrator:
                 traj = Trajectories.from_arrays(load_npz(path))
                 self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
                 return traj
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 path.unlink()  # unreadable cache: recompute
         rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
         self.log(f"capturing {rows} conditions x {self.cfg.seeds} seeds, {self.cfg.steps} full steps each ...")
@@ -140,7 +147,7 @@ class Calibrator:
     def run(self) -> Predictor:
         cfg = self.cfg
         folder = self.bundle.predictors_dir / cfg.name
-        settings = {**asdict(cfg), "conditioning_sha256": self.cond_hash}
+        settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash}))
         try:
             old = load_predictor(folder, expect_bundle_hash=self.bundle.hash, expect_steps=cfg.steps)
             if old.created_by == settings:
@@ -152,15 +159,26 @@ class Calibrator:
         if cfg.tap not in traj.features:
             raise InputError(f"the transformer graph has no '{cfg.tap}' output; re-export the bundle")
         schedule, search = self.choose_schedule(traj)
-        table, stats = self.fit(traj, schedule)
         eval_seeds = range(min(cfg.seeds, 2))
-        score = self.evaluate(table, traj, eval_seeds)
-        self.log(f"fit on {traj.count} full-compute trajectories in {stats['fit_seconds'] * 1000:.0f} ms: "
-                 f"{score:.2f} dB")
+        best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
+        for ridge in cfg.ridges:  # ridge strength chosen on the calibration set
+            fit_cfg = replace(self.fit_cfg, ridge=ridge)
+            table, stats = fit_table(traj.features[cfg.tap], traj.latents if fit_cfg.uses_latents else None,
+                                     schedule, fit_cfg)
+            score = self.evaluate(table, traj, eval_seeds)
+            self.log(f"fit (ridge {ridge:g}, prior {fit_cfg.prior}) on {traj.count} full-compute trajectories "
+                     f"in {stats['fit_seconds'] * 1000:.0f} ms: {score:.2f} dB")
+            if best is None or score > best[0]:
+                best = (score, table, stats, fit_cfg)
+        assert best is not None
+        score, table, stats, self.fit_cfg = best
         refits = []
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
-            own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc)
+            to_full = cfg.refit_target == "full"
+            own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc, shadow=not to_full)
+            if to_full:
+                own = full_targets(own, traj, schedule, cfg.tap)
             cand, cstats = self.fit(own, schedule)
             cscore = self.evaluate(cand, traj, eval_seeds)
             refits.append({"round": r + 1, "psnr_db": cscore, "kept": cscore > score})
@@ -180,6 +198,20 @@ class Calibrator:
         self.log(f"projection fidelity > 0.95 on {share:.0%} of steps (table: {folder / 'fidelity.txt'})")
         self.log(f"wrote predictor {folder} (schedule {list(schedule)})")
         return pred
+
+
+def full_targets(own: Trajectories, full: Trajectories, schedule: tuple[int, ...], tap: str) -> Trajectories:
+    """The cached run's own history (inputs) with the full-compute run's features as targets.
+
+    On forecast steps the target becomes the feature the full-compute run had at that step (same
+    condition and seed): the final latent is the noise plus the sum of the step updates, so
+    matching the full run's updates keeps the cached run on it, while the inputs are what the
+    predictor really sees at sampling time (computed steps of the cached run).
+    """
+    target = own.features[tap].copy()  # (T, N, ...)
+    forecast = [i for i in range(target.shape[1]) if i not in schedule]
+    target[:, forecast] = full.features[tap][:, forecast]
+    return Trajectories(own.latents, {**own.features, tap: target}, own.finals)
 
 
 def read_prompts(path: str | Path) -> list[str]:

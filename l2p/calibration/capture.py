@@ -50,11 +50,13 @@ class Trajectories:
 
 
 def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int], steps: int,
-            forecaster: Forecaster | None = None, progress: Callable[[int], None] | None = None) -> Trajectories:
+            forecaster: Forecaster | None = None, progress: Callable[[int], None] | None = None,
+            shadow: bool = True) -> Trajectories:
     """Run every condition row (as one batch) for each seed and record every step.
 
-    With a ``forecaster`` the run is the cached sampler's own (forecast steps use the predictor)
-    and the transformer also runs on forecast steps (shadow mode) to record the true features.
+    With a ``forecaster`` the run is the cached sampler's own (forecast steps use the predictor);
+    with ``shadow`` the transformer also runs on forecast steps to record the true features
+    (without it, forecast steps record the forecast).
     """
     lat_runs, feat_runs, finals = [], [], []
     for n, seed in enumerate(seeds):
@@ -63,12 +65,12 @@ def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int],
 
         def grab(v: StepView) -> None:
             lat_steps.append(v.latents.copy())
-            feats = v.features if v.computed else (v.true_features or {})
+            feats = v.features if v.computed or not shadow else (v.true_features or {})
             for tap, f in feats.items():
                 feat_steps.setdefault(tap, []).append(f.copy())
 
         res = sampler.sample(cond, seed, steps, forecaster=forecaster, capture=grab, decode=False,
-                             shadow=forecaster is not None, method="full")
+                             shadow=shadow and forecaster is not None, method="full")
         lat_runs.append(np.stack(lat_steps, axis=1))  # (B, N, *shape)
         feat_runs.append({k: np.stack(v, axis=1) for k, v in feat_steps.items()})
         finals.append(res.final)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..predictor.presets import preset
 from ..predictor.table import CoefficientTable
 
 SOLVERS = ("lstsq", "gd")
@@ -29,6 +30,14 @@ class FitConfig:
     ridge: float = 1e-6  # relative to the mean diagonal of the Gram matrix
     solver: str = "lstsq"  # "lstsq": closed form; "gd": gradient descent on the same MSE
     gd_iters: int = 2000
+    #: constrain feature weights to sum to 1 (and latent weights to 0), as every fixed formula
+    #: does: the forecast is then unbiased for constant features, so per-step errors do not add
+    #: up coherently over the many forecast steps
+    affine: bool = True
+    #: ridge centre for the feature weights: "zero", or a fixed formula the fit shrinks towards
+    #: ("taylorseer1"): with noisy features the fit then stays near the formula unless the data
+    #: say otherwise
+    prior: str = "zero"
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -37,23 +46,60 @@ class FitConfig:
             raise InputError(f"K={self.K} is out of range; use 1..16")
         if not self.ridge >= 0:
             raise InputError(f"ridge={self.ridge} must be >= 0")
+        if self.prior not in ("zero", "taylorseer1", "taylorseer2", "lagrange2", "fora"):
+            raise InputError(f"unknown prior '{self.prior}'; choose zero, fora, taylorseer1, taylorseer2 or lagrange2")
 
 
 def _history(schedule: tuple[int, ...], i: int, K: int) -> list[int]:
     return [s for s in schedule if s < i][::-1][:K]
 
 
-def _solve(G: np.ndarray, b: np.ndarray, cfg: FitConfig) -> np.ndarray:
+def _constraints(h: int, latents: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``C w = d``: feature weights sum to 1; latent weights (history + current) sum to 0."""
+    m = 2 * h + 1 if latents else h
+    rows = [np.r_[np.ones(h), np.zeros(m - h)]]
+    d = [1.0]
+    if latents:
+        rows.append(np.r_[np.zeros(h), np.ones(h + 1)])
+        d.append(0.0)
+    return np.array(rows), np.array(d)
+
+
+def _solve(G: np.ndarray, b: np.ndarray, cfg: FitConfig, C: np.ndarray | None = None,
+           d: np.ndarray | None = None, prior: np.ndarray | None = None) -> np.ndarray:
+    """Minimise ``0.5 w^T G w - b^T w + 0.5 lam |w - prior|^2`` (the MSE plus a ridge centred
+    on ``prior``), optionally s.t. ``C w = d``."""
     m = G.shape[0]
     lam = cfg.ridge * float(np.trace(G)) / m
     A = G + lam * np.eye(m)
+    if prior is not None:
+        b = b + lam * prior
+    if C is not None and d is not None:  # the constrained optimum in a null-space parametrisation
+        w0 = np.linalg.lstsq(C, d, rcond=None)[0]  # a particular solution
+        Z = np.linalg.svd(C)[2][C.shape[0]:].T  # (m, m - c) basis of the null space of C
+        if Z.shape[1] == 0:
+            return w0
+        return w0 + Z @ _solve_free(Z.T @ A @ Z, Z.T @ (b - A @ w0), cfg)
+    return _solve_free(A, b, cfg)
+
+
+def _solve_free(A: np.ndarray, b: np.ndarray, cfg: FitConfig) -> np.ndarray:
     if cfg.solver == "lstsq":
         return np.linalg.lstsq(A, b, rcond=None)[0]
-    w = np.zeros(m)  # gradient descent on 0.5 w^T A w - b^T w (the MSE + ridge), step 1/L
+    w = np.zeros(A.shape[0])  # gradient descent on 0.5 w^T A w - b^T w, step 1/L
     step = 1.0 / max(float(np.linalg.eigvalsh(A).max()), 1e-30)
     for _ in range(cfg.gd_iters):
         w -= step * (A @ w - b)
     return w
+
+
+def _prior(prior: CoefficientTable | None, i: int, h: int, m: int) -> np.ndarray | None:
+    """Ridge centre for step ``i``: the fixed formula's feature weights, zero latent weights."""
+    if prior is None:
+        return None
+    p = np.zeros(m)
+    p[:h] = prior.W[i, :h]
+    return p
 
 
 def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[int, ...],
@@ -76,6 +122,7 @@ def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[
         raise InputError(f"latent terms need latents shaped like the feature: {latents.shape} vs {features.shape}")
     F = features.reshape(T, N, -1).astype(np.float64)  # (T, N, D)
     X = latents.reshape(T, N, -1).astype(np.float64) if use_lat and latents is not None else None
+    prior = None if cfg.prior == "zero" else preset(cfg.prior, tuple(schedule), N, K=cfg.K)
     W = np.zeros((N, cfg.K))
     U = np.zeros((N, cfg.K))
     V = np.zeros(N)
@@ -90,7 +137,8 @@ def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[
             cols += [X[:, s] for s in hist] + [X[:, i]]
         A = np.stack(cols, axis=-1).reshape(-1, len(cols))  # (T*D, m)
         y = F[:, i].reshape(-1)  # (T*D,)
-        w = _solve(A.T @ A, A.T @ y, cfg)
+        C, d = _constraints(h, X is not None) if cfg.affine else (None, None)
+        w = _solve(A.T @ A, A.T @ y, cfg, C, d, _prior(prior, i, h, len(cols)))
         W[i, :h] = w[:h]
         if X is not None:
             U[i, :h] = w[h:2 * h]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import L2PError, MissingDependencyError, missing_extra
+from ..errors import InputError, L2PError, MissingDependencyError, missing_extra
 from ..spec import IOSpec
 from .base import Engine
 
@@ -23,6 +23,7 @@ PROVIDERS = {
     "onnxruntime-cuda": "CUDAExecutionProvider",
     "onnxruntime-tensorrt": "TensorrtExecutionProvider",
 }
+MAX_THREADS_PER_CORE = 4  # --threads above this many per core is refused
 _EXTRA = {
     "CPUExecutionProvider": "base install",
     "CUDAExecutionProvider": "gpu",
@@ -45,7 +46,13 @@ def session_options(threads: int | None = None, deterministic: bool = True) -> A
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     if threads is None:
-        threads = int(os.environ.get("L2P_THREADS", "0")) or (os.cpu_count() or 1)
+        env = os.environ.get("L2P_THREADS", "0").strip()
+        if not env.isdigit():
+            raise InputError(f"L2P_THREADS={env!r} is not a thread count; set a positive integer or unset it")
+        threads = int(env) or (os.cpu_count() or 1)
+    limit = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    if not 1 <= threads <= limit:  # onnxruntime would start them all: thousands exhaust the memory
+        raise InputError(f"--threads {threads} is out of range; use 1..{limit} ({os.cpu_count()} cores here)")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -91,11 +98,9 @@ class OrtEngine(Engine):
         self.backend = {v: k for k, v in PROVIDERS.items()}.get(provider, provider)
         opts = [dict(provider_options or {})]
         model = onnx_path if isinstance(onnx_path, bytes) else str(Path(onnx_path))
+        so = session_options(threads)
         try:
-            self.session = ort.InferenceSession(
-                model, sess_options=session_options(threads), providers=[provider],
-                provider_options=opts,
-            )
+            self.session = ort.InferenceSession(model, sess_options=so, providers=[provider], provider_options=opts)
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             hint = ""

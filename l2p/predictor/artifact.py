@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import load_npz, save_npz, sha256_file, write_bytes, write_json
+from ..bundle import check_external_data
 from ..engine.base import Engine
 from ..errors import ArtifactError, InputError, MismatchError
 from ..spec import IOSpec, TensorSpec
@@ -215,6 +216,7 @@ def load_predictor(
     m = _read_manifest(root)
     _check_expectations(root, m, expect_bundle_hash, expect_steps, expect_tap, expect_scheduler_hash)
     _verify_files(root, m)
+    check_external_data(root / ONNX_FILE, root, set(), f"predictor {root}", "re-calibrate it")  # constants inline
     table = _load_table(root, m)
     try:
         feature_spec = TensorSpec.from_dict(m["feature"])

@@ -11,7 +11,7 @@ from ..engine.base import Engine
 from ..engine.onnxruntime_backend import OrtEngine
 from ..errors import InputError, MismatchError
 from ..predictor.artifact import load_predictor
-from ..predictor.graph import build_predictor_graph, predictor_io_spec
+from ..predictor.graph import OUTPUT, build_predictor_graph, predictor_io_spec
 from ..predictor.presets import PRESETS, preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
@@ -44,6 +44,8 @@ class Method:
             return cls("preset", text)
         if text == "l2p" or text.startswith("l2p:"):
             name = text.partition(":")[2] or DEFAULT_PREDICTOR
+            if not name.replace("-", "").replace("_", "").isalnum():  # a folder name, never a path
+                raise InputError(f"--method {text}: predictor names use letters, digits, '-' and '_' only")
             return cls("l2p", name)
         raise InputError(f"unknown method '{text}'; choose full, {', '.join(PRESETS)}, l2p or l2p:NAME")
 
@@ -92,7 +94,8 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
     """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch."""
     folder = bundle.predictors_dir / name
     if not folder.is_dir():
-        have = sorted(p.name for p in bundle.predictors_dir.iterdir()) if bundle.predictors_dir.is_dir() else []
+        have = sorted(p.name for p in bundle.predictors_dir.iterdir() if not p.name.startswith(".")) \
+            if bundle.predictors_dir.is_dir() else []
         raise InputError(
             f"bundle {bundle.root} has no predictor '{name}' (it has {have or 'none'}); make one with: "
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
@@ -105,6 +108,15 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
             f"predictor '{name}' was calibrated for {computed} full steps, --full-steps asks for {full_steps}; "
             f"drop --full-steps or re-run: l2p calibrate {bundle.root} ... --steps {steps} "
             f"--full-steps {full_steps} --name {name}"
+        )
+    got = pred.io_spec.output(OUTPUT)  # a forged tap would feed the graph the wrong feature
+    outputs = bundle.spec("transformer").output_names
+    want = feature_spec(bundle, pred.tap) if TAPS.get(pred.tap) in outputs else None
+    if want is None or (got.dtype, got.shape) != (want.dtype, want.shape):
+        have = f"this bundle's is {want.dtype}{list(want.shape)}" if want else "this bundle's transformer has none"
+        raise MismatchError(
+            f"predictor '{name}' forecasts tap '{pred.tap}' as {got.dtype}{list(got.shape)}, but {have}; "
+            f"re-run: l2p calibrate {bundle.root} ... --steps {steps} --name {name}"
         )
     make = make_engine or host_engines(threads)
     engine = make(pred.onnx_path, pred.io_spec, f"l2p:{name} predictor")

@@ -15,7 +15,7 @@ from ..bundle import Bundle, open_bundle
 from ..engine.base import Engine
 from ..engine.device_array import get_xp
 from ..engine.registry import DEVICE_BACKENDS, load_device_engine, load_engine
-from ..errors import InputError
+from ..errors import InputError, NumericalError
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
 from .loop import Capture, LoopResult, denoise
@@ -67,6 +67,9 @@ class Sampler:
     def __init__(self, bundle: str | os.PathLike[str] | Bundle, backend: str = "onnxruntime",
                  threads: int | None = None, guidance_scale: float = 3.5, verify: bool = True,
                  device: str = "cpu", use_cuda_graph: bool = False) -> None:
+        if not -1000 <= guidance_scale <= 1000:  # also refuses NaN
+            raise InputError(f"--guidance {guidance_scale} is out of range; use a finite value in -1000..1000 "
+                             "(FLUX.1-dev uses 3.5)")
         if use_cuda_graph and backend != "tensorrt":
             raise InputError(f"CUDA graphs need --backend tensorrt, not {backend}")
         if device.lower() != "cpu" and backend not in DEVICE_BACKENDS:
@@ -167,6 +170,9 @@ class Sampler:
         spatial = self.rt.to_vae_latent(latents)  # (B, C, h, w)
         if self.bundle.has("vae_decoder"):
             image = self.engine("vae_decoder").run({"latent": np.ascontiguousarray(spatial)})["image"]
+            if not np.isfinite(image).all():  # NaN would become a black image
+                raise NumericalError("the vae_decoder engine produced NaN/Inf; stopping instead of writing a broken "
+                                     "image (try an fp32 bundle: l2p export ... --precision fp32, or another backend)")
             image = np.clip(image / 2 + 0.5, 0, 1)  # (B, 3, H, W)
         elif spatial.shape[1] <= 4:
             lo = spatial.min(axis=(1, 2, 3), keepdims=True)

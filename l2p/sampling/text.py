@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
 
 
 class Tokenizer:
@@ -24,7 +24,10 @@ class Tokenizer:
     def __init__(self, path: Path, max_length: int, pad_id: int, truncate: bool, name: str) -> None:
         from tokenizers import Tokenizer as _Tok
 
-        self.tok = _Tok.from_file(str(path))
+        try:
+            self.tok = _Tok.from_file(str(path))
+        except Exception as e:  # tokenizers raises plain Exceptions for unreadable files
+            raise ArtifactError(f"{name} tokenizer {path} cannot be read ({e}); re-export the bundle") from None
         self.tok.no_padding()
         self.tok.no_truncation()
         self.max_length = max_length

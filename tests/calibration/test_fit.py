@@ -49,7 +49,7 @@ def test_latent_terms_are_used_when_they_explain_the_target() -> None:
     rng = np.random.default_rng(2)
     X = rng.standard_normal((8, 12, 30))
     F = 0.5 * X + 0.01 * rng.standard_normal(X.shape)  # the feature is mostly the current latent
-    table, stats = fit_table(F, X, (0, 5, 10), FitConfig(K=2))
+    table, stats = fit_table(F, X, (0, 5, 10), FitConfig(K=2, affine=False))
     for i in (3, 7, 11):
         assert abs(table.V[i] - 0.5) < 0.05
         assert stats["rel_residual"][str(i)] < 0.1
@@ -70,3 +70,19 @@ def test_projection_fidelity() -> None:
     assert np.isnan(fid[0]) and np.all(fid[3:] > 0.999999)
     noise = np.random.default_rng(0).standard_normal((3, 12, 400))
     assert np.all(projection_fidelity(noise, K=3)[3:] < 0.2)  # ~sqrt(3/400) for unrelated vectors
+
+
+def test_affine_constraint_and_prior() -> None:
+    rng = np.random.default_rng(3)
+    F = quadratic_trajectories() + 0.3 * rng.standard_normal((6, 20, 40))
+    X = rng.standard_normal((6, 20, 40))
+    schedule = (0, 4, 9, 14, 19)
+    table, _ = fit_table(F, X, schedule, FitConfig(K=3, ridge=1e-3))
+    for i in range(20):
+        if i not in schedule:
+            assert abs(table.W[i].sum() - 1) < 1e-9 and abs(table.U[i].sum() + table.V[i]) < 1e-9
+    # an overwhelming ridge centred on TaylorSeer-1 returns TaylorSeer-1's weights
+    from l2p.predictor.presets import preset
+
+    strong, _ = fit_table(F, None, schedule, FitConfig(K=3, uses_latents=False, ridge=1e9, prior="taylorseer1"))
+    np.testing.assert_allclose(strong.W, preset("taylorseer1", schedule, 20, K=3).W, atol=1e-6)
