@@ -109,9 +109,9 @@ class Predictor:
 
 def remake_hint(name: str, method: str, num_steps: int, full_steps: int, tap: str) -> str:
     """The command that calibrates a predictor for the given settings."""
-    how = "" if method == "l2p" else f" --method {method}"
-    return (f"re-run: l2p calibrate BUNDLE{how} --steps {num_steps} --full-steps {full_steps} "
-            f"--tap {tap} --name {name}")
+    if method != "l2p":  # fixed formulas need no calibration: they are built at sampling time
+        return f"sample with --method {method} --steps {num_steps} --full-steps {full_steps} instead"
+    return f"re-run: l2p calibrate BUNDLE --steps {num_steps} --full-steps {full_steps} --tap {tap} --name {name}"
 
 
 def save_predictor(

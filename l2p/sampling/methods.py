@@ -99,7 +99,7 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
         raise InputError(
             f"bundle {bundle.root} has no predictor '{name}' (it has {have or 'none'}); make one with: "
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
-            f"{full_steps or 10} --name {name}"
+            f"{full_steps or min(10, steps)} --name {name}"
         )
     pred = load_predictor(folder, expect_bundle_hash=bundle.hash, expect_steps=steps)
     computed = len(pred.schedule)

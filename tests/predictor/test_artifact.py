@@ -187,14 +187,14 @@ def test_mismatch_messages(tmp_path: Path) -> None:
     with pytest.raises(MismatchError) as e:
         load_predictor(root, expect_bundle_hash="c" * 64)
     msg = str(e.value)
-    assert "calibrated for bundle bbbbbbbbbbbb" in msg and "cccccccccccc" in msg and "l2p calibrate" in msg
+    assert "calibrated for bundle bbbbbbbbbbbb" in msg and "cccccccccccc" in msg and "--method taylorseer2" in msg
     with pytest.raises(MismatchError) as e:
         load_predictor(root, expect_steps=50)
     msg = str(e.value)
     assert f"{N} steps" in msg and "50 steps were asked" in msg and "--steps 50 --full-steps 5" in msg
     with pytest.raises(MismatchError) as e:
         load_predictor(root, expect_tap="block7")
-    assert "tap 'output'" in str(e.value) and "'block7'" in str(e.value) and "--tap block7" in str(e.value)
+    assert "tap 'output'" in str(e.value) and "'block7'" in str(e.value) and "--method taylorseer2" in str(e.value)
     with pytest.raises(MismatchError, match="scheduler config"):
         load_predictor(root, expect_scheduler_hash="d" * 64)
     assert isinstance(e.value, ArtifactError)  # MismatchError is an ArtifactError
