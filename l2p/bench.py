@@ -181,23 +181,23 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
     rows = [bench.row("full", None, "all")]
     for m_budget in budgets:
         log(f"budget {m_budget}/{steps} full steps:")
-        l2p_scheds: list[tuple[int, ...]] = []
+        l2p_scheds: dict[tuple[int, ...], str] = {}  # schedule -> the predictor that chose it
         for meth in methods:
             if meth == "full":
                 continue
             parsed = Method.parse(meth.replace("{M}", str(m_budget)))
             if parsed.kind == "l2p":
                 fc = l2p_forecaster(sampler.bundle, parsed.name, steps, m_budget)
-                l2p_scheds.append(fc.table.computed)
-                rows.append(bench.row(str(parsed), fc, "calibrated"))
+                l2p_scheds.setdefault(fc.table.computed, parsed.name)
+                rows.append(bench.row(str(parsed), fc, "own"))
         for meth in methods:
             if meth in PRESETS:
                 fc = preset_forecaster(sampler.bundle, meth, steps, m_budget)
                 rows.append(bench.row(meth, fc, "interval"))
-                for sched in dict.fromkeys(l2p_scheds):
+                for sched, owner in l2p_scheds.items():
                     if sched != interval_schedule(steps, m_budget):
                         fc = preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=sched)
-                        rows.append(bench.row(meth, fc, "calibrated"))
+                        rows.append(bench.row(meth, fc, f"={owner}"))
             elif meth != "full" and not meth.startswith("l2p"):
                 raise InputError(f"unknown method '{meth}' for bench")
     return {"bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash, "steps": steps,
@@ -206,11 +206,11 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
 
 
 def format_table(report: dict[str, Any]) -> str:
-    head = (f"{'method':22s} {'schedule':10s} {'full':>4s} {'FLOPs red.':>10s} {'speedup':>8s} "
+    head = (f"{'method':22s} {'schedule':16s} {'full':>4s} {'FLOPs red.':>10s} {'speedup':>8s} "
             f"{'PSNR dB':>8s} {'SSIM':>7s} {'s/image':>8s} {'peak MB':>8s}")
     lines = [head, "-" * len(head)]
     for r in report["rows"]:
-        lines.append(f"{r['method']:22s} {r['schedule']:10s} {r['full_steps']:4d} {r['flops_reduction']:9.2f}x "
+        lines.append(f"{r['method']:22s} {r['schedule']:16s} {r['full_steps']:4d} {r['flops_reduction']:9.2f}x "
                      f"{r['speedup']:7.2f}x {r['psnr_db']:8.2f} {r['ssim']:7.4f} {r['seconds']:8.3f} "
                      f"{r['peak_rss_mb']:8.0f}")
     return "\n".join(lines)
@@ -230,7 +230,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     for r in report["rows"]:
         if r["method"] == "full":
             continue
-        key = r["method"].split(":")[0] + ("" if r["schedule"] == "interval" else f" ({r['schedule']})")
+        key = r["method"] if r["schedule"] in ("interval", "own") else f"{r['method']} (schedule {r['schedule']})"
+        key = key.replace("-" + str(r["full_steps"]), "")  # one line per predictor family over budgets
         series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
     for key, pts in sorted(series.items()):
         pts.sort()
