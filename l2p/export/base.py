@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..spec import IOSpec
 
 
@@ -50,6 +51,26 @@ class FamilyAdapter(ABC):
     def check_latent_size(self) -> None:
         """Raise InputError if the latent size does not fit the patch size."""
 
+    @property
+    def cfg(self) -> Any:
+        """The diffusers model config."""
+        return self.model.config
+
+    def check_patch_multiple(self, p: int, cut: str, must: str) -> None:
+        """Raise InputError unless the latent height and width are positive multiples of ``p``.
+
+        Args:
+            p: the patch size.
+            cut: how the family cuts the latent, the message's start (``"FLUX packs 2x2 latent patches"``).
+            must: what the sizes must be, in words (``"divisible by 2"``).
+        """
+        h, w = self.latent_size
+        if h < p or w < p or h % p or w % p:
+            raise InputError(
+                f"{cut}: latent size {h}x{w} must be {must} "
+                f"(for images: height and width divisible by {p} x the VAE scale factor)"
+            )
+
     @abstractmethod
     def transformer_graph(self) -> ExportGraph:
         """The denoiser graph."""
@@ -69,3 +90,21 @@ class FamilyAdapter(ABC):
     @abstractmethod
     def reference(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs of the *original* diffusers forward for the same inputs, as float32 numpy."""
+
+
+class EpsilonSpatialAdapter(FamilyAdapter):
+    """Adapter base for spatial ``(B, C, H, W)`` epsilon models with optional learned sigma (DiT, PixArt)."""
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels: ``2C`` with learned sigma (epsilon, then the variance interpolation)."""
+        return int(self.cfg.out_channels or self.cfg.in_channels)
+
+    def runtime_info(self) -> dict[str, Any]:
+        """The latent entries; subclasses add their own."""
+        c = self.cfg
+        h, w = self.latent_size
+        learned = self.out_channels == 2 * c.in_channels  # the pipeline's test for learned sigma
+        return {"latent_channels": c.in_channels, "latent_height": h, "latent_width": w,
+                "patch_size": c.patch_size, "packing": "none",
+                "prediction": "epsilon+learned_sigma" if learned else "epsilon"}

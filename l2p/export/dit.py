@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..spec import IOSpec, TensorSpec
-from .base import ExportGraph, FamilyAdapter
+from .base import EpsilonSpatialAdapter, ExportGraph
 
 
 class _DiTDenoiser(nn.Module):
@@ -36,17 +36,9 @@ class _DiTDenoiser(nn.Module):
         return self.model(hidden_states, timestep=timestep, class_labels=class_labels, return_dict=False)[0]
 
 
-class DiTAdapter(FamilyAdapter):
+class DiTAdapter(EpsilonSpatialAdapter):
     family = "dit"
     model_class = "DiTTransformer2DModel"
-
-    @property
-    def cfg(self) -> Any:
-        return self.model.config
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.cfg.out_channels or self.cfg.in_channels)
 
     def check_latent_size(self) -> None:
         h, w = self.latent_size
@@ -71,13 +63,8 @@ class DiTAdapter(FamilyAdapter):
         return ExportGraph("transformer", _DiTDenoiser(self.model), spec, {"batch": 2}, dynamic=("batch",))
 
     def runtime_info(self) -> dict[str, Any]:
-        c = self.cfg
-        h, w = self.latent_size
-        learned = self.out_channels == 2 * c.in_channels  # the pipeline's test for learned sigma
-        return {"latent_channels": c.in_channels, "latent_height": h, "latent_width": w,
-                "patch_size": c.patch_size, "packing": "none",
-                "prediction": "epsilon+learned_sigma" if learned else "epsilon",
-                "num_classes": c.num_embeds_ada_norm, "null_class": c.num_embeds_ada_norm}
+        n = self.cfg.num_embeds_ada_norm
+        return {**super().runtime_info(), "num_classes": n, "null_class": n}
 
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..spec import IOSpec, TensorSpec
-from .base import ExportGraph, FamilyAdapter
+from .base import EpsilonSpatialAdapter, ExportGraph
 
 
 class _PixArtDenoiser(nn.Module):
@@ -82,13 +81,9 @@ class _PixArtMicroDenoiser(_PixArtDenoiser):
                          aspect_ratio)
 
 
-class PixArtAdapter(FamilyAdapter):
+class PixArtAdapter(EpsilonSpatialAdapter):
     family = "pixart"
     model_class = "PixArtTransformer2DModel"
-
-    @property
-    def cfg(self) -> Any:
-        return self.model.config
 
     @property
     def micro(self) -> bool:
@@ -99,18 +94,9 @@ class PixArtAdapter(FamilyAdapter):
     def caption_dim(self) -> int:
         return int(self.cfg.caption_channels or self.cfg.cross_attention_dim)
 
-    @property
-    def out_channels(self) -> int:
-        return int(self.cfg.out_channels or self.cfg.in_channels)
-
     def check_latent_size(self) -> None:
-        h, w = self.latent_size
         p = int(self.cfg.patch_size)
-        if h < p or w < p or h % p or w % p:
-            raise InputError(
-                f"PixArt patchifies the latent in {p}x{p} patches: latent size {h}x{w} must be divisible by {p} "
-                f"(for images: height and width divisible by {p} x the VAE scale factor)"
-            )
+        self.check_patch_multiple(p, f"PixArt patchifies the latent in {p}x{p} patches", f"divisible by {p}")
 
     def transformer_graph(self) -> ExportGraph:
         c = self.cfg
@@ -131,13 +117,7 @@ class PixArtAdapter(FamilyAdapter):
                            dynamic=("batch", "txt_seq"))
 
     def runtime_info(self) -> dict[str, Any]:
-        c = self.cfg
-        h, w = self.latent_size
-        learned = self.out_channels == 2 * c.in_channels  # the pipeline's test for learned sigma
-        return {"latent_channels": c.in_channels, "latent_height": h, "latent_width": w,
-                "patch_size": c.patch_size, "packing": "none",
-                "prediction": "epsilon+learned_sigma" if learned else "epsilon",
-                "additional_conditions": self.micro}
+        return {**super().runtime_info(), "additional_conditions": self.micro}
 
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

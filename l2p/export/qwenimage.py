@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 from ..sampling.families.qwenimage import qwen_rope
 from ..spec import IOSpec, TensorSpec
 from .base import ExportGraph, FamilyAdapter
@@ -128,20 +128,11 @@ class QwenImageAdapter(FamilyAdapter):
         super().__init__(model, latent_size)
 
     @property
-    def cfg(self) -> Any:
-        return self.model.config
-
-    @property
     def head_dim(self) -> int:
         return int(self.cfg.attention_head_dim)
 
     def check_latent_size(self) -> None:
-        h, w = self.latent_size
-        if h < 2 or w < 2 or h % 2 or w % 2:
-            raise InputError(
-                f"Qwen-Image packs 2x2 latent patches: latent size {h}x{w} must be even in both dims "
-                f"(for images: height and width divisible by 2 x the VAE scale factor)"
-            )
+        self.check_patch_multiple(2, "Qwen-Image packs 2x2 latent patches", "even in both dims")
 
     @property
     def tokens(self) -> int:

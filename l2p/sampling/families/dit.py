@@ -15,25 +15,16 @@ import numpy as np
 
 from ...bundle import Bundle
 from ...errors import InputError
-from .base import FamilyRuntime, needs_conditioning
+from .base import needs_conditioning
+from .spatial import EpsilonSpatialRuntime
 
 
-class DiTRuntime(FamilyRuntime):
+class DiTRuntime(EpsilonSpatialRuntime):
     cond_names = ["class_labels"]
 
     def __init__(self, bundle: Bundle, **_options: Any) -> None:
         super().__init__(bundle)
-        self.h = int(self.info["latent_height"])
-        self.w = int(self.info["latent_width"])
-        self.channels = int(self.info["latent_channels"])
-        self.learned_sigma = self.info["prediction"] == "epsilon+learned_sigma"
         self.num_classes = int(self.info["num_classes"])
-
-    def latent_shape(self, batch: int) -> tuple[int, ...]:
-        return (batch, self.channels, self.h, self.w)
-
-    def set_timesteps(self, scheduler: Any, steps: int) -> None:
-        scheduler.set_timesteps(steps)  # DiTPipeline: self.scheduler.set_timesteps(num_inference_steps)
 
     def static_inputs(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         labels = np.asarray(cond["class_labels"])
@@ -42,18 +33,6 @@ class DiTRuntime(FamilyRuntime):
             raise InputError(f"class_labels must be a 1-D array of integer class ids in 0..{self.num_classes} "
                              f"({self.num_classes} = unconditional); got {labels!r}")
         return {"class_labels": ids}
-
-    def step_inputs(self, latents: np.ndarray, t: float) -> dict[str, np.ndarray]:
-        # DiTPipeline: timesteps = t[None].expand(B) (the scheduler's integer timestep)
-        return {"hidden_states": latents, "timestep": np.full((latents.shape[0],), t, dtype=np.float32)}
-
-    def model_output(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
-        sample = out["sample"]  # (B, 2C, H, W) with learned sigma
-        # DiTPipeline: model_output, _ = torch.split(noise_pred, latent_channels, dim=1)
-        return sample[:, : self.channels] if self.learned_sigma else sample
-
-    def to_vae_latent(self, latents: np.ndarray) -> np.ndarray:
-        return latents
 
     def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],
                tokenizers: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -9,33 +9,17 @@ import numpy as np
 
 from ...bundle import Bundle
 from ...errors import InputError
-from ..packing import pack_2x2, unpack_2x2
 from ..rope import flux_image_ids, flux_rope, flux_text_ids
 from ..schedulers import calculate_shift
-from .base import FamilyRuntime
+from .spatial import Packed2x2Runtime
 
 
-class FluxRuntime(FamilyRuntime):
+class FluxRuntime(Packed2x2Runtime):
     cond_names = ["encoder_hidden_states", "pooled_projections"]
 
     def __init__(self, bundle: Bundle, guidance_scale: float = 3.5) -> None:
         super().__init__(bundle)
-        self.h = int(self.info["latent_height"])
-        self.w = int(self.info["latent_width"])
-        self.channels = int(self.info["latent_channels"])
         self.guidance_scale = float(guidance_scale)
-
-    @property
-    def tokens(self) -> int:
-        return (self.h // 2) * (self.w // 2)
-
-    def latent_shape(self, batch: int) -> tuple[int, ...]:
-        return (batch, self.tokens, self.channels * 4)
-
-    def noise(self, seed: int, batch: int = 1) -> np.ndarray:
-        """Noise drawn in the spatial layout ``(B, C, h, w)`` then packed, as ``FluxPipeline``."""
-        z = np.random.default_rng(seed).standard_normal((batch, self.channels, self.h, self.w), dtype=np.float32)
-        return pack_2x2(z)
 
     def set_timesteps(self, scheduler: Any, steps: int) -> None:
         sigmas = np.linspace(1.0, 1 / steps, steps)
@@ -56,15 +40,6 @@ class FluxRuntime(FamilyRuntime):
         if self.info.get("guidance_embeds"):
             feed["guidance"] = np.full((b,), self.guidance_scale, dtype=np.float32)
         return feed
-
-    def step_inputs(self, latents: np.ndarray, t: float) -> dict[str, np.ndarray]:
-        b = latents.shape[0]
-        # FluxPipeline: timestep = t.expand(B).to(latents.dtype) / 1000
-        timestep = np.full((b,), t, dtype=np.float32) / np.float32(1000)
-        return {"hidden_states": latents, "timestep": timestep}
-
-    def to_vae_latent(self, latents: np.ndarray) -> np.ndarray:
-        return unpack_2x2(latents, self.h, self.w)
 
     def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],
                tokenizers: Mapping[str, Any]) -> dict[str, np.ndarray]:

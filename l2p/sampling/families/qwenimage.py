@@ -4,6 +4,7 @@ Feeds the graph as ``QwenImagePipeline`` feeds the transformer with ``true_cfg_s
 negative prompt: a conditional-only run). Qwen-Image's rotary embedding is complex-valued
 (``QwenEmbedRope``); ONNX has no complex tensors, so :func:`qwen_rope` computes its real and
 imaginary parts here, in numpy, and the graph rotates with them (see :mod:`l2p.export.qwenimage`).
+The VAE latent is ``(B, C, H, W)``; Qwen's video VAE adds a frame axis.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ...bundle import Bundle
-from ..packing import pack_2x2, unpack_2x2
 from ..schedulers import set_timesteps_like_pipeline
-from .base import FamilyRuntime, needs_conditioning
+from .base import needs_conditioning
+from .spatial import Packed2x2Runtime
 
 
 def _axis_angles(pos: np.ndarray, dim: int, theta: float) -> np.ndarray:
@@ -52,26 +53,11 @@ def qwen_rope(height: int, width: int, txt_len: int, axes_dim: Sequence[int], th
     return cos, sin
 
 
-class QwenImageRuntime(FamilyRuntime):
+class QwenImageRuntime(Packed2x2Runtime):
     cond_names = ["encoder_hidden_states", "encoder_hidden_states_mask"]
 
     def __init__(self, bundle: Bundle, **_options: Any) -> None:
         super().__init__(bundle)
-        self.h = int(self.info["latent_height"])
-        self.w = int(self.info["latent_width"])
-        self.channels = int(self.info["latent_channels"])
-
-    @property
-    def tokens(self) -> int:
-        return (self.h // 2) * (self.w // 2)
-
-    def latent_shape(self, batch: int) -> tuple[int, ...]:
-        return (batch, self.tokens, self.channels * 4)
-
-    def noise(self, seed: int, batch: int = 1) -> np.ndarray:
-        """Noise drawn in the spatial layout ``(B, C, h, w)`` then packed, as ``QwenImagePipeline``."""
-        z = np.random.default_rng(seed).standard_normal((batch, self.channels, self.h, self.w), dtype=np.float32)
-        return pack_2x2(z)  # (B, h/2*w/2, C*4)
 
     def set_timesteps(self, scheduler: Any, steps: int) -> None:
         # sigmas = linspace(1, 1/n, n), mu = calculate_shift(packed token count, ...) from the config
@@ -83,14 +69,6 @@ class QwenImageRuntime(FamilyRuntime):
         feed["rope_cos"], feed["rope_sin"] = qwen_rope(self.h // 2, self.w // 2, txt_len, self.info["rope_axes_dim"],
                                                        float(self.info["rope_theta"]), bool(self.info["scale_rope"]))
         return feed
-
-    def step_inputs(self, latents: np.ndarray, t: float) -> dict[str, np.ndarray]:
-        # QwenImagePipeline: timestep = t.expand(B).to(latents.dtype); transformer(timestep=timestep / 1000)
-        timestep = np.full((latents.shape[0],), t, dtype=np.float32) / np.float32(1000)
-        return {"hidden_states": latents, "timestep": timestep}
-
-    def to_vae_latent(self, latents: np.ndarray) -> np.ndarray:
-        return unpack_2x2(latents, self.h, self.w)  # (B, C, H, W); Qwen's video VAE adds a frame axis
 
     def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],
                tokenizers: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Shared pieces of the numpy schedulers: config checking, beta schedules, step-index lookup.
+"""Shared pieces of the numpy schedulers: config checking and base dataclasses, beta schedules,
+step-index bookkeeping.
 
 Config checking follows diffusers' ``from_config`` and adds one rule. For a scheduler class, every
 key of a diffusers ``scheduler_config.json`` is one of:
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from ...errors import InputError
 
 C = TypeVar("C")
+S = TypeVar("S", bound="FromConfigMixin")
 
 # Keys of diffusers scheduler classes other than the three l2p implements (DDPM, PNDM, Euler,
 # UniPC, LMS, Heun, DEIS...). diffusers' from_config drops a key the class does not take.
@@ -170,3 +172,70 @@ def scalar(timestep: Any) -> Any:
     if hasattr(timestep, "item"):
         return timestep.item() if getattr(timestep, "ndim", 0) == 0 else timestep.reshape(-1)[0].item()
     return timestep
+
+
+class DictStyleConfig:
+    """``get`` on a frozen config dataclass, as diffusers pipelines use ``scheduler.config.get(...)``."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """dict-style access: the field ``key``, or ``default`` when there is none."""
+        return getattr(self, key, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class BetaScheduleConfig(DictStyleConfig):
+    """The beta-schedule keys that diffusers' DDIM and DPM-Solver configs share (their first fields)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    trained_betas: Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.trained_betas is not None:
+            object.__setattr__(self, "trained_betas", tuple(float(b) for b in self.trained_betas))
+
+
+class FromConfigMixin:
+    """``from_config``: a scheduler built from a diffusers ``scheduler_config.json`` dict."""
+
+    @classmethod
+    def from_config(cls: type[S], config: Mapping[str, Any]) -> S:
+        """Build from a diffusers ``scheduler_config.json`` dict (see ``_common`` for the key rules)."""
+        return cls(**dict(config))  # type: ignore[call-arg]
+
+
+class StepIndexMixin:
+    """diffusers' ``step_index`` / ``begin_index`` bookkeeping for schedulers that index their sigmas.
+
+    The class sets ``_step_index`` and ``_begin_index`` to None in ``__init__`` and ``set_timesteps``
+    and defines ``index_for_timestep``.
+    """
+
+    _step_index: int | None
+    _begin_index: int | None
+
+    @property
+    def step_index(self) -> int | None:
+        """Index of the next step; found from the timestep on the first ``step`` call."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """First index, when set with :meth:`set_begin_index` (img2img); else None."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        self._begin_index = begin_index
+
+    def index_for_timestep(self, timestep: Any) -> int:
+        """Index of ``timestep`` in the scheduler's ``timesteps``."""
+        raise NotImplementedError
+
+    def _init_step_index(self, timestep: Any) -> int:
+        """``step_index``, set on the first ``step`` call from ``begin_index`` or from ``timestep``."""
+        if self._step_index is None:
+            begin = self._begin_index
+            self._step_index = begin if begin is not None else self.index_for_timestep(timestep)
+        return self._step_index

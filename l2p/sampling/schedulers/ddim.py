@@ -8,26 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from ...errors import InputError
-from ._common import alphas_cumprod_from_betas, build_config, check_choice, check_num_steps, make_betas, scalar
+from ._common import (
+    BetaScheduleConfig, FromConfigMixin, alphas_cumprod_from_betas, build_config, check_choice, check_num_steps,
+    make_betas, scalar,
+)
 
 NAME = "DDIMScheduler"
 
 
 @dataclasses.dataclass(frozen=True)
-class DDIMConfig:
-    """The implemented keys of diffusers' DDIMScheduler config."""
+class DDIMConfig(BetaScheduleConfig):
+    """The implemented keys of diffusers' DDIMScheduler config (beta-schedule keys: the base)."""
 
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
-    trained_betas: Sequence[float] | None = None
     clip_sample: bool = True
     set_alpha_to_one: bool = True
     steps_offset: int = 0
@@ -36,21 +33,16 @@ class DDIMConfig:
     timestep_spacing: Literal["leading", "trailing", "linspace"] = "leading"
 
     def __post_init__(self) -> None:
-        if self.trained_betas is not None:
-            object.__setattr__(self, "trained_betas", tuple(float(b) for b in self.trained_betas))
+        super().__post_init__()
         check_choice(NAME, "prediction_type", self.prediction_type, ("epsilon", "sample", "v_prediction"))
         check_choice(NAME, "timestep_spacing", self.timestep_spacing, ("leading", "trailing", "linspace"))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """dict-style access, as diffusers pipelines use ``scheduler.config.get(...)``."""
-        return getattr(self, key, default)
 
 
 _DEFAULT_ONLY = {"thresholding": False, "rescale_betas_zero_snr": False}
 _HARMLESS = frozenset({"dynamic_thresholding_ratio", "sample_max_value"})  # only with thresholding
 
 
-class DDIMScheduler:
+class DDIMScheduler(FromConfigMixin):
     """DDIM with eta = 0 (deterministic), epsilon / v_prediction / sample parameterisations.
 
     Attributes:
@@ -74,11 +66,6 @@ class DDIMScheduler:
         self.timesteps: np.ndarray = np.arange(0, c.num_train_timesteps)[::-1].astype(np.int64)
         self.num_inference_steps: int | None = None
         self._step_index: int | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> DDIMScheduler:
-        """Build from a diffusers ``scheduler_config.json`` dict (see ``_common`` for the key rules)."""
-        return cls(**dict(config))
 
     @property
     def step_index(self) -> int | None:

@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from ...errors import InputError
-from ._common import alphas_cumprod_from_betas, build_config, check_choice, check_num_steps, make_betas, scalar
+from ._common import (
+    BetaScheduleConfig, FromConfigMixin, StepIndexMixin, alphas_cumprod_from_betas, build_config, check_choice,
+    check_num_steps, make_betas, scalar,
+)
 
 NAME = "DPMSolverMultistepScheduler"
 
 
 @dataclasses.dataclass(frozen=True)
-class DPMSolverConfig:
-    """The implemented keys of diffusers' DPMSolverMultistepScheduler config."""
+class DPMSolverConfig(BetaScheduleConfig):
+    """The implemented keys of diffusers' DPMSolverMultistepScheduler config (beta-schedule keys: the base)."""
 
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
-    trained_betas: Sequence[float] | None = None
     solver_order: int = 2
     prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
     algorithm_type: Literal["dpmsolver++"] = "dpmsolver++"
@@ -41,18 +38,13 @@ class DPMSolverConfig:
     steps_offset: int = 0
 
     def __post_init__(self) -> None:
-        if self.trained_betas is not None:
-            object.__setattr__(self, "trained_betas", tuple(float(b) for b in self.trained_betas))
+        super().__post_init__()
         check_choice(NAME, "solver_order", self.solver_order, (1, 2))
         check_choice(NAME, "prediction_type", self.prediction_type, ("epsilon", "sample", "v_prediction"))
         check_choice(NAME, "algorithm_type", self.algorithm_type, ("dpmsolver++",))
         check_choice(NAME, "solver_type", self.solver_type, ("midpoint", "heun"))
         check_choice(NAME, "final_sigmas_type", self.final_sigmas_type, ("zero", "sigma_min"))
         check_choice(NAME, "timestep_spacing", self.timestep_spacing, ("linspace", "leading", "trailing"))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """dict-style access, as diffusers pipelines use ``scheduler.config.get(...)``."""
-        return getattr(self, key, default)
 
 
 _DEFAULT_ONLY = {
@@ -78,7 +70,7 @@ def _alpha_sigma(sigma: float) -> tuple[float, float, float]:
     return alpha_t, sigma_t, lam
 
 
-class DPMSolverMultistepScheduler:
+class DPMSolverMultistepScheduler(FromConfigMixin, StepIndexMixin):
     """DPM-Solver++ (data prediction), multistep order 1 or 2, midpoint or heun.
 
     Attributes:
@@ -115,24 +107,6 @@ class DPMSolverMultistepScheduler:
         self.lower_order_nums = 0
         self._step_index: int | None = None
         self._begin_index: int | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> DPMSolverMultistepScheduler:
-        """Build from a diffusers ``scheduler_config.json`` dict (see ``_common`` for the key rules)."""
-        return cls(**dict(config))
-
-    @property
-    def step_index(self) -> int | None:
-        """Index of the next step; found from the timestep on the first ``step`` call."""
-        return self._step_index
-
-    @property
-    def begin_index(self) -> int | None:
-        """First index, when set with :meth:`set_begin_index` (img2img); else None."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0) -> None:
-        self._begin_index = begin_index
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Build ``timesteps`` ((n,) int64) and ``sigmas`` ((n + 1,) float32); resets the multistep state."""
@@ -189,10 +163,7 @@ class DPMSolverMultistepScheduler:
         """
         if self.num_inference_steps is None:
             raise InputError(f"{NAME}.step: call set_timesteps first")
-        if self._step_index is None:
-            begin = self._begin_index
-            self._step_index = begin if begin is not None else self.index_for_timestep(timestep)
-        i, n, c = self._step_index, len(self.timesteps), self.config
+        i, n, c = self._init_step_index(timestep), len(self.timesteps), self.config
         if i >= n:
             raise InputError(f"{NAME}.step: called {i + 1} times for {n} steps")
         # Euler on the last step (diffusers' lower_order_final; its "second last" rule only

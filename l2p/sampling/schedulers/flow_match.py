@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from ...errors import InputError
-from ._common import build_config, check_choice, check_num_steps, scalar
+from ._common import (
+    DictStyleConfig, FromConfigMixin, StepIndexMixin, build_config, check_choice, check_num_steps, scalar,
+)
 
 NAME = "FlowMatchEulerDiscreteScheduler"
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowMatchEulerConfig:
+class FlowMatchEulerConfig(DictStyleConfig):
     """The implemented keys of diffusers' FlowMatchEulerDiscreteScheduler config."""
 
     num_train_timesteps: int = 1000
@@ -39,10 +41,6 @@ class FlowMatchEulerConfig:
         check_choice(NAME, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
         if self.shift_terminal is not None and not 0 <= self.shift_terminal < 1:
             raise InputError(f"{NAME}: shift_terminal = {self.shift_terminal!r}; allowed: 0 <= x < 1 or null")
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """dict-style access, as diffusers pipelines use ``scheduler.config.get(...)``."""
-        return getattr(self, key, default)
 
 
 _DEFAULT_ONLY = {
@@ -66,7 +64,7 @@ def calculate_shift(
     return image_seq_len * m + b
 
 
-class FlowMatchEulerDiscreteScheduler:
+class FlowMatchEulerDiscreteScheduler(FromConfigMixin, StepIndexMixin):
     """Euler steps of a rectified flow ``x_sigma = (1 - sigma) x0 + sigma noise``.
 
     Construct with diffusers config keys as keyword arguments or with :meth:`from_config`.
@@ -98,24 +96,6 @@ class FlowMatchEulerDiscreteScheduler:
         self.num_inference_steps: int | None = None
         self._step_index: int | None = None
         self._begin_index: int | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> FlowMatchEulerDiscreteScheduler:
-        """Build from a diffusers ``scheduler_config.json`` dict (see ``_common`` for the key rules)."""
-        return cls(**dict(config))
-
-    @property
-    def step_index(self) -> int | None:
-        """Index of the next step; found from the timestep on the first ``step`` call."""
-        return self._step_index
-
-    @property
-    def begin_index(self) -> int | None:
-        """First index, when set with :meth:`set_begin_index` (img2img); else None."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0) -> None:
-        self._begin_index = begin_index
 
     def set_timesteps(
         self,
@@ -210,10 +190,7 @@ class FlowMatchEulerDiscreteScheduler:
             )
         if self.num_inference_steps is None:
             raise InputError(f"{NAME}.step: call set_timesteps first")
-        if self._step_index is None:
-            begin = self._begin_index
-            self._step_index = begin if begin is not None else self.index_for_timestep(timestep)
-        i = self._step_index
+        i = self._init_step_index(timestep)
         if i + 1 >= len(self.sigmas):
             raise InputError(f"{NAME}.step: called {i + 1} times for {self.num_inference_steps} steps")
         dt = float(self.sigmas[i + 1] - self.sigmas[i])  # float32 difference, exactly as a float
