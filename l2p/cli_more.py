@@ -27,9 +27,10 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from .sampling.pipeline import Sampler
 
     cfg = CalibrationConfig(steps=a.steps, full_steps=a.full_steps, name=a.name, seeds=a.seeds, tap=a.tap,
-                            K=a.K, latents=not a.no_latents, ridge=a.ridge, solver=a.solver,
+                            K=a.K, latents=not a.no_latents, solver=a.solver,
                             schedule=a.schedule, warmup=a.warmup, refit=a.refit, refit_target=a.refit_target,
-                            affine=not a.free)
+                            affines=(False,) if a.free else (True, False),
+                            ridges=tuple(a.ridges) if a.ridges else (1e-6, 1e-2, 1e-1, 1.0))
     if not cfg.name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
     cond = _conditioning(Sampler(a.bundle, threads=a.threads), a)
@@ -99,7 +100,6 @@ def _register(sub: Any) -> None:
                    help="feature to forecast: the model output, or the cumulative block residual + cheap head")
     c.add_argument("--K", type=_positive, default=3, help="history length")
     c.add_argument("--no-latents", action="store_true", help="do not use the latent terms")
-    c.add_argument("--ridge", type=float, default=1e-6, help="ridge strength, relative to the Gram diagonal")
     c.add_argument("--solver", default="lstsq", choices=["lstsq", "gd"], help="closed form or gradient (MSE) fit")
     c.add_argument("--schedule", default="search", choices=["search", "interval"],
                    help="search warm-up + spacing on the calibration set, or a fixed interval")
@@ -109,7 +109,9 @@ def _register(sub: Any) -> None:
                    help="refit towards the full-compute run's feature at each step, or the true feature at the "
                         "cached run's latent")
     c.add_argument("--free", action="store_true",
-                   help="do not constrain the feature weights to sum to 1 (plain least squares)")
+                   help="only try fits without the sum-to-one constraint on the feature weights")
+    c.add_argument("--ridges", type=float, nargs="+",
+                   help="ridge strengths to try (relative to the Gram diagonal; the best on the calibration set wins)")
     c.add_argument("--threads", type=int)
     c.set_defaults(func=cmd_calibrate)
 

@@ -29,7 +29,7 @@ from .fidelity import fidelity_table, plot_fidelity, projection_fidelity
 from .fit import FitConfig, fit_table
 
 WARMUPS = (1, 2, 3, 4)
-EXPONENTS = (0.7, 1.0, 1.3, 1.6, 2.0, 2.5)
+EXPONENTS = (0.5, 0.6, 0.7, 0.85, 1.0, 1.3, 1.6, 2.0)
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,11 @@ class CalibrationConfig:
     schedule: str = "search"  # "search" or "interval"
     warmup: int = 1  # for "interval"
     refit: int = 1  # rounds of refitting on the cached sampler's own trajectories
-    affine: bool = True  # feature weights sum to 1 (see FitConfig)
-    prior: str = "taylorseer1"  # ridge centre (see FitConfig)
-    ridges: tuple[float, ...] = (1e-6, 1e-3, 1e-1, 10.0)  # tried on the calibration set
+    # fit variants tried on the calibration set (the best final-latent PSNR wins): with and
+    # without the sum-to-one constraint, ridge centred on each prior, each ridge strength
+    affines: tuple[bool, ...] = (True, False)
+    priors: tuple[str, ...] = ("taylorseer1", "lagrange2")
+    ridges: tuple[float, ...] = (1e-6, 1e-2, 1e-1, 1.0)
     refit_target: str = "full"  # "full": the full-compute run's feature; "true": F(own latent)
 
     def __post_init__(self) -> None:
@@ -86,7 +88,8 @@ class Calibrator:
         self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
         self.cfg = cfg
         self.log = log
-        self.fit_cfg = FitConfig(cfg.K, cfg.latents, cfg.ridge, cfg.solver, affine=cfg.affine, prior=cfg.prior)
+        self.fit_cfg = FitConfig(cfg.K, cfg.latents, cfg.ridge, cfg.solver, affine=cfg.affines[0],
+                                 prior=cfg.priors[0])
         h = hashlib.sha256(self.bundle.hash.encode())
         for k in sorted(self.cond):
             h.update(k.encode() + self.cond[k].tobytes())
@@ -161,17 +164,24 @@ class Calibrator:
         schedule, search = self.choose_schedule(traj)
         eval_seeds = range(min(cfg.seeds, 2))
         best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
-        for ridge in cfg.ridges:  # ridge strength chosen on the calibration set
-            fit_cfg = replace(self.fit_cfg, ridge=ridge)
-            table, stats = fit_table(traj.features[cfg.tap], traj.latents if fit_cfg.uses_latents else None,
-                                     schedule, fit_cfg)
-            score = self.evaluate(table, traj, eval_seeds)
-            self.log(f"fit (ridge {ridge:g}, prior {fit_cfg.prior}) on {traj.count} full-compute trajectories "
-                     f"in {stats['fit_seconds'] * 1000:.0f} ms: {score:.2f} dB")
-            if best is None or score > best[0]:
-                best = (score, table, stats, fit_cfg)
+        variants = []
+        for affine in cfg.affines:  # fit variants chosen on the calibration set
+            for prior in cfg.priors:
+                for ridge in cfg.ridges:
+                    fit_cfg = replace(self.fit_cfg, ridge=ridge, prior=prior, affine=affine)
+                    table, stats = fit_table(traj.features[cfg.tap],
+                                             traj.latents if fit_cfg.uses_latents else None, schedule, fit_cfg)
+                    score = self.evaluate(table, traj, eval_seeds)
+                    variants.append({"affine": affine, "prior": prior, "ridge": ridge, "psnr_db": score,
+                                     "fit_seconds": stats["fit_seconds"]})
+                    if best is None or score > best[0]:
+                        best = (score, table, stats, fit_cfg)
         assert best is not None
         score, table, stats, self.fit_cfg = best
+        f = self.fit_cfg
+        self.log(f"fit: {len(variants)} variants on {traj.count} full-compute trajectories (each fit "
+                 f"{max(v['fit_seconds'] for v in variants) * 1000:.0f} ms at most); best: "
+                 f"{'sum-to-one' if f.affine else 'free'}, ridge {f.ridge:g} towards {f.prior} -> {score:.2f} dB")
         refits = []
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
@@ -186,7 +196,9 @@ class Calibrator:
             if cscore <= score:
                 break
             table, stats, score = cand, cstats, cscore
-        stats.update({"calibration_psnr_db": score, "schedule_search": search[:10], "refits": refits})
+        stats.update({"calibration_psnr_db": score, "schedule_search": search[:10], "refits": refits,
+                      "fit_variants": variants, "chosen": {"affine": self.fit_cfg.affine,
+                                                           "prior": self.fit_cfg.prior, "ridge": self.fit_cfg.ridge}})
         fspec = feature_spec(self.bundle, cfg.tap)
         lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
         pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,

@@ -4,7 +4,8 @@ No neural network: the foreground object is found by its difference to the
 background, its colour is the nearest reference colour (CIELAB) of its robust
 (median) interior colour, its position is the 3x3 grid cell of its bounding-box
 centre and its shape is classified from region properties (bounding-box fill
-ratio and how much of the object lies in the top half of its box).
+ratio, how much of the object lies in the top half of its box and the
+coefficient of variation of the boundary's distance to the centroid).
 
 Pure numpy + scikit-image; no torch.
 """
@@ -82,14 +83,32 @@ def _background(img: np.ndarray) -> np.ndarray:
     return np.median(border.astype(np.float64), axis=0)
 
 
-def _classify_shape(extent: float, top_fraction: float) -> str:
-    """Shape from bounding-box fill ratio and the object's share in the top half of its box.
+def _radial_cv(box: np.ndarray, centroid: tuple[float, float]) -> float:
+    """Coefficient of variation of the boundary's distance to the centroid.
 
-    Reference values on renders: triangle (0.5, 0.25), circle (0.785, 0.5), square (1.0, 0.5).
+    ``box``: bool ``(bh, bw)`` object mask; ``centroid``: ``(row, col)`` in box coordinates.
+    Renders: circles 0.02-0.04, squares 0.09-0.10, triangles 0.18-0.21.
     """
-    if top_fraction < 0.4 or extent < 0.6:
+    contours = measure.find_contours(np.pad(box, 1).astype(np.float64), 0.5)
+    contour = max(contours, key=len) - 1.0  # (K, 2) row/col, undo the padding
+    d = np.hypot(contour[:, 0] - centroid[0], contour[:, 1] - centroid[1])
+    return float(d.std() / max(d.mean(), 1e-6))
+
+
+def _classify_shape(extent: float, top_fraction: float, radial_cv: float) -> str | None:
+    """Shape from box fill ratio, share of the object in the top half of its box and radial CV.
+
+    Reference values on renders (extent, top_fraction, radial_cv): circle (0.68-0.85, 0.5, 0.02-0.04),
+    square (0.98, 0.5, 0.09-0.10), triangle (0.55-0.62, 0.28-0.32, 0.18-0.21). Returns ``None`` for
+    an irregular blob that fits none of them (e.g. a square with concave sides).
+    """
+    if top_fraction < 0.4 and extent < 0.75:
         return "triangle"
-    return "square" if extent > 0.885 else "circle"
+    if radial_cv < 0.065 and 0.65 < extent < 0.9:
+        return "circle"
+    if 0.065 <= radial_cv <= 0.125 and extent >= 0.85:
+        return "square"
+    return None
 
 
 def _position(cx: float, cy: float, h: int, w: int) -> str:
@@ -119,8 +138,10 @@ def analyze(image: np.ndarray) -> _Detection:
     box = obj.image  # (bh, bw) bool
     bh = box.shape[0]
     top_fraction = float(box[: bh // 2].sum() + (box[bh // 2].sum() / 2.0 if bh % 2 else 0.0)) / float(obj.area)
+    radial_cv = _radial_cv(box, tuple(obj.centroid_local))
     feats.update(
         area=float(obj.area),
+        radial_cv=radial_cv,
         extent=float(obj.extent),
         solidity=float(obj.solidity),
         top_fraction=top_fraction,
@@ -140,12 +161,16 @@ def analyze(image: np.ndarray) -> _Detection:
     dists = {name: float(np.linalg.norm(lab - ref)) for name, ref in _REF_LAB.items()}
     colour = min(dists, key=dists.__getitem__)
     feats.update(r=rgb[0], g=rgb[1], b=rgb[2], colour_dist=dists[colour])
-    shape = _classify_shape(float(obj.extent), top_fraction)
+    shape = _classify_shape(float(obj.extent), top_fraction, radial_cv)
     position = _position(cx, cy, h, w)
 
     problem = None
     if dists[colour] > _MAX_COLOUR_DIST:
         problem = f"colour {tuple(int(v) for v in rgb)} is far from every reference colour"
+    elif shape is None:
+        problem = (
+            f"irregular shape (extent {obj.extent:.2f}, top fraction {top_fraction:.2f}, radial cv {radial_cv:.3f})"
+        )
     elif obj.area > _MAX_AREA:
         problem = f"object too large ({obj.area} px)"
     elif len(regions) > 1 and regions[1].area > _SECOND_OBJECT_FRACTION * obj.area:

@@ -74,3 +74,22 @@ def test_robust_to_mild_noise() -> None:
 def test_rejects_non_uint8() -> None:
     with pytest.raises(ValueError):
         check(np.zeros((64, 64, 3), dtype=np.float32), "a red circle at the center")
+
+
+def test_rejects_irregular_shapes() -> None:
+    """A plus sign or a square with concave sides is none of circle / square / triangle."""
+    from PIL import Image, ImageDraw
+
+    for polygon in (
+        # plus sign centred at (32, 32)
+        [(28, 22), (36, 22), (36, 28), (42, 28), (42, 36), (36, 36), (36, 42), (28, 42), (28, 36), (22, 36), (22, 28), (28, 28)],
+        # square with pinched (concave) sides
+        [(22, 22), (32, 26), (42, 22), (38, 32), (42, 42), (32, 38), (22, 42), (26, 32)],
+    ):
+        img = Image.new("RGB", (64, 64), data.BACKGROUND)
+        ImageDraw.Draw(img).polygon(polygon, fill=data.COLOURS["red"])
+        arr = np.asarray(img, dtype=np.uint8)
+        for shape in data.SHAPES:
+            res = check(arr, f"a red {shape} at the center")
+            assert not res.ok and res.shape is None and "irregular" in res.reason, res
+            assert res.colour_ok and res.position_ok

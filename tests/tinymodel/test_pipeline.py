@@ -57,7 +57,10 @@ def test_raw_tokenizers_match_pipeline_tokenizers(pipe, meta) -> None:
 
 
 def test_pipeline_config(pipe, meta) -> None:
-    assert pipe.vae_scale_factor * 2 * 4 == meta["height"] // 2 or pipe.vae_scale_factor in (4, 8)
+    assert meta["height"] == meta["width"] == 64
+    assert meta["height"] % (2 * pipe.vae_scale_factor) == 0
+    assert pipe.tokenizer_2.model_max_length == meta["max_sequence_length"]
+    assert pipe.scheduler.config.use_dynamic_shifting is False
     assert pipe.transformer.config.guidance_embeds is False
     assert pipe.transformer.config.in_channels == 4 * pipe.vae.config.latent_channels
     assert pipe.transformer.config.joint_attention_dim == pipe.text_encoder_2.config.d_model
