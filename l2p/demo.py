@@ -50,8 +50,12 @@ def save_grid(columns: dict[str, np.ndarray], captions: list[str], path: Path,
 
     from .atomic import atomic_open
 
+    import textwrap
+
     rows, cols = len(captions), len(columns)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 2.4, 1.9 * rows + 0.5), dpi=100, squeeze=False)
+    left = 1.6  # inches for the wrapped captions
+    width = 1.7 * cols + left
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 1.75 * rows + 0.6), dpi=100, squeeze=False)
     for c, (name, imgs) in enumerate(columns.items()):
         for r in range(rows):
             ax = axes[r, c]
@@ -60,15 +64,16 @@ def save_grid(columns: dict[str, np.ndarray], captions: list[str], path: Path,
             ax.set_yticks([])
             mark = (marks or {}).get(name, [None] * rows)[r]
             if mark is not None:
-                ax.set_title("ok" if mark else "mismatch", fontsize=8, color="green" if mark else "red")
+                ax.set_xlabel("checker: ok" if mark else "checker: mismatch", fontsize=7,
+                              color="green" if mark else "red", labelpad=2)
             if r == 0:
-                ax.set_xlabel(name, fontsize=8)
-                ax.xaxis.set_label_position("top")
+                ax.set_title(name, fontsize=8)
             if c == 0:
-                ax.set_ylabel(captions[r], fontsize=8, rotation=0, ha="right", va="center")
+                ax.set_ylabel(textwrap.fill(captions[r], 18), fontsize=8, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=left / width, right=0.98, top=1 - 0.55 / (1.75 * rows + 0.6), bottom=0.03,
+                        wspace=0.08, hspace=0.35)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
