@@ -27,10 +27,10 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from .sampling.pipeline import Sampler
 
     cfg = CalibrationConfig(steps=a.steps, full_steps=a.full_steps, name=a.name, seeds=a.seeds, tap=a.tap,
-                            K=a.K, latents=not a.no_latents, solver=a.solver,
+                            Ks=tuple(a.K), latents=not a.no_latents, solver=a.solver,
                             schedule=a.schedule, warmup=a.warmup, refit=a.refit, refit_target=a.refit_target,
-                            affines=(False,) if a.free else (True, False),
-                            ridges=tuple(a.ridges) if a.ridges else (1e-6, 1e-2, 1e-1, 1.0))
+                            exacts=(-1,) if a.free else tuple(a.exact), priors=tuple(a.prior),
+                            ridges=tuple(a.ridges))
     if not cfg.name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
     cond = _conditioning(Sampler(a.bundle, threads=a.threads), a)
@@ -98,8 +98,12 @@ def _register(sub: Any) -> None:
     c.add_argument("--seeds", type=_positive, default=4, help="seeds per condition (calibration set size)")
     c.add_argument("--tap", default="output", choices=["output", "residual"],
                    help="feature to forecast: the model output, or the cumulative block residual + cheap head")
-    c.add_argument("--K", type=_positive, default=3, help="history length")
-    c.add_argument("--no-latents", action="store_true", help="do not use the latent terms")
+    c.add_argument("--K", type=_positive, nargs="+", default=[3, 4, 5],
+                   help="history lengths to try (computed steps the predictor combines)")
+    c.add_argument("--exact", type=int, nargs="+", default=[0, 1, 2],
+                   help="polynomial degrees to try: the predictor forecasts every trajectory that is a "
+                        "polynomial of this degree exactly and learns the rest (0: weights sum to 1)")
+    c.add_argument("--no-latents", action="store_true", help="do not try fits with the latent terms")
     c.add_argument("--solver", default="lstsq", choices=["lstsq", "gd"], help="closed form or gradient (MSE) fit")
     c.add_argument("--schedule", default="search", choices=["search", "interval"],
                    help="search warm-up + spacing on the calibration set, or a fixed interval")
@@ -109,9 +113,12 @@ def _register(sub: Any) -> None:
                    help="refit towards the full-compute run's feature at each step, or the true feature at the "
                         "cached run's latent")
     c.add_argument("--free", action="store_true",
-                   help="only try fits without the sum-to-one constraint on the feature weights")
-    c.add_argument("--ridges", type=float, nargs="+",
+                   help="only try fits without any constraint on the feature weights (same as --exact -1)")
+    c.add_argument("--ridges", type=float, nargs="+", default=[1e-6],
                    help="ridge strengths to try (relative to the Gram diagonal; the best on the calibration set wins)")
+    c.add_argument("--prior", nargs="+", default=["lagrange2"],
+                   choices=["zero", "fora", "taylorseer1", "taylorseer2", "lagrange2"],
+                   help="what the ridge pulls the feature weights towards")
     c.add_argument("--threads", type=int)
     c.set_defaults(func=cmd_calibrate)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import image_metrics
+from .metrics import image_metrics
 from .models import BUILTIN
 
 CAPTIONS_FALLBACK = ["a red circle at the top left", "a blue square at the center",

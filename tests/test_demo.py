@@ -12,14 +12,49 @@ pytestmark = pytest.mark.skipif(not (BUILTIN["tiny-flux"] / "model_index.json").
                                 reason="the built-in tiny model is not in this checkout")
 
 
-def test_demo_full_compute(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    import contextlib
+    import io
+
     from l2p.cli import main
 
-    assert main(["demo", "--out", str(tmp_path), "--steps", "20", "--no-compare"]) == 0
-    out = capsys.readouterr().out
-    assert (tmp_path / "grid.png").stat().st_size > 10_000
-    assert "checker:" in out and str(tmp_path / "grid.png") in out
-    assert (tmp_path / "bundle" / "manifest.json").is_file()
+    out_dir = tmp_path_factory.mktemp("demo")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["demo", "--out", str(out_dir), "--steps", "20", "--no-compare"]) == 0
+    return out_dir, buf.getvalue()
+
+
+def test_demo_full_compute(demo_run: tuple[Path, str]) -> None:
+    out_dir, out = demo_run
+    assert (out_dir / "grid.png").stat().st_size > 10_000
+    assert "checker:" in out and str(out_dir / "grid.png") in out
+    assert (out_dir / "bundle" / "manifest.json").is_file()
+
+
+def test_calibration_scores_decoded_images(demo_run: tuple[Path, str]) -> None:
+    """With a VAE decoder in the bundle, calibration picks by image PSNR; the score it stores is
+    the PSNR of the decoded images of the saved predictor's run, recomputed here."""
+    import numpy as np
+
+    from l2p.calibration.calibrate import CalibrationConfig, Calibrator
+    from l2p.predictor.artifact import load_predictor
+    from l2p.sampling.pipeline import Sampler
+    from l2p.tinymodel.data import train_captions
+
+    bundle = demo_run[0] / "bundle"
+    s = Sampler(bundle)
+    cond = s.encode(train_captions()[:3])
+    cfg = CalibrationConfig(steps=12, full_steps=4, name="img", seeds=1, schedule="interval", Ks=(3, 4),
+                            latents=False, refit=0)
+    Calibrator(bundle, cond, cfg, log=lambda m: None).run()
+    pred = load_predictor(bundle / "predictors" / "img")
+    assert pred.fit_stats["calibration_metric"] == "image" and len(pred.fit_stats["fit_variants"]) == 5
+    full = s.decode_float(s.sample(cond, 0, 12, decode=False).final).astype(np.float64)
+    got = s.decode_float(s.sample(cond, 0, 12, method="l2p:img", decode=False).final).astype(np.float64)
+    want = np.mean([10 * np.log10(1 / np.mean((g - f) ** 2)) for g, f in zip(got, full)])
+    assert abs(pred.fit_stats["calibration_psnr_db"] - want) < 0.05  # the baked float32 graph vs. the fit's
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--budgets", default="10,7")
     p.add_argument("--calib-captions", type=int, default=16)
     p.add_argument("--calib-seeds", type=int, default=2)
-    p.add_argument("--bench-seeds", type=int, default=2)
+    p.add_argument("--bench-seeds", type=int, default=4)
     p.add_argument("--taps", default="output,residual")
     p.add_argument("--threads", type=int)
     a = p.parse_args()

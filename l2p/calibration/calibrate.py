@@ -10,13 +10,14 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..atomic import load_npz, save_npz, write_bytes
+from ..metrics import psnr_db
 from ..errors import ArtifactError, InputError
 from ..predictor.artifact import Predictor, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
@@ -41,18 +42,18 @@ class CalibrationConfig:
     name: str = "default"
     seeds: int = 4
     tap: str = "output"
-    K: int = 3
-    latents: bool = True
-    ridge: float = 1e-6
+    latents: bool = True  # also try fits with the latent terms (chosen only if they score better)
     solver: str = "lstsq"
     schedule: str = "search"  # "search" or "interval"
     warmup: int = 1  # for "interval"
     refit: int = 1  # rounds of refitting on the cached sampler's own trajectories
-    # fit variants tried on the calibration set (the best final-latent PSNR wins): with and
-    # without the sum-to-one constraint, ridge centred on each prior, each ridge strength
-    affines: tuple[bool, ...] = (True, False)
-    priors: tuple[str, ...] = ("taylorseer1", "lagrange2")
-    ridges: tuple[float, ...] = (1e-6, 1e-2, 1e-1, 1.0)
+    # fit variants tried on the calibration set (the best score wins): each history length K,
+    # polynomial exactness (see FitConfig.exact; only degrees that leave the fit some freedom,
+    # exact <= K - 2, and -1 = free), ridge strength, ridge centre
+    Ks: tuple[int, ...] = (3, 4, 5)
+    exacts: tuple[int, ...] = (0, 1, 2)
+    priors: tuple[str, ...] = ("lagrange2",)
+    ridges: tuple[float, ...] = (1e-6,)
     refit_target: str = "full"  # "full": the full-compute run's feature; "true": F(own latent)
 
     def __post_init__(self) -> None:
@@ -65,17 +66,33 @@ class CalibrationConfig:
             raise InputError(f"--refit-target {self.refit_target}: choose full or true")
         if not 0 <= self.refit <= 10:
             raise InputError(f"--refit {self.refit} is out of range; use 0..10")
+        if not self.Ks or any(not 1 <= k <= 16 for k in self.Ks):
+            raise InputError(f"--K {list(self.Ks)}: give history lengths in 1..16")
+        if not self.exacts or any(e < -1 for e in self.exacts):
+            raise InputError(f"--exact {list(self.exacts)}: give degrees >= -1 (-1 = free fit)")
         if self.tap == "residual" and self.latents:
             object.__setattr__(self, "latents", False)  # latent terms need the feature's shape
 
+    def variants(self) -> list[FitConfig]:
+        """Every fit variant to try, in a fixed order."""
+        out = []
+        for K in self.Ks:
+            for exact in sorted({e for e in self.exacts if e <= K - 2} or {min(self.exacts)}):
+                for lat in (False, True) if self.latents else (False,):
+                    for prior in self.priors:
+                        for ridge in self.ridges:
+                            out.append(FitConfig(K, lat, ridge, self.solver, exact=min(exact, K - 1), prior=prior))
+        return list(dict.fromkeys(out))
 
-def _psnr(got: np.ndarray, ref: np.ndarray) -> float:
-    """Mean over runs of the PSNR (dB) of final latents; peak = the reference's range."""
-    vals = []
-    for g, r in zip(got, ref):
-        mse = float(np.mean((g.astype(np.float64) - r) ** 2))
-        vals.append(99.0 if mse == 0 else 10 * np.log10(float(r.max() - r.min()) ** 2 / mse))
-    return float(np.mean(vals))
+    def search_variants(self) -> list[FitConfig]:
+        """The few variants each candidate schedule is scored with (no latents, K = 4 or the nearest)."""
+        K = min(self.Ks, key=lambda k: abs(k - 4))
+        found = [v for v in self.variants() if v.K == K and not v.uses_latents and v.exact >= 1]
+        return found[:2] or [v for v in self.variants() if v.K == K][:1]
+
+
+def _exact_words(exact: int) -> str:
+    return {-1: "free weights", 0: "weights sum to 1"}.get(exact, f"exact up to degree {exact}")
 
 
 class Calibrator:
@@ -88,8 +105,8 @@ class Calibrator:
         self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
         self.cfg = cfg
         self.log = log
-        self.fit_cfg = FitConfig(cfg.K, cfg.latents, cfg.ridge, cfg.solver, affine=cfg.affines[0],
-                                 prior=cfg.priors[0])
+        self.fit_cfg = cfg.search_variants()[0]
+        self._ref_images: np.ndarray | None = None
         h = hashlib.sha256(self.bundle.hash.encode())
         for k in sorted(self.cond):
             h.update(k.encode() + self.cond[k].tobytes())
@@ -114,17 +131,35 @@ class Calibrator:
         return traj
 
     # fit / evaluate -------------------------------------------------------------------------
-    def fit(self, traj: Trajectories, schedule: tuple[int, ...]) -> tuple[CoefficientTable, dict[str, Any]]:
-        lat = traj.latents if self.fit_cfg.uses_latents else None
-        return fit_table(traj.features[self.cfg.tap], lat, schedule, self.fit_cfg)
+    def fit(self, traj: Trajectories, schedule: tuple[int, ...],
+            fit_cfg: FitConfig | None = None) -> tuple[CoefficientTable, dict[str, Any]]:
+        f = fit_cfg or self.fit_cfg
+        return fit_table(traj.features[self.cfg.tap], traj.latents if f.uses_latents else None, schedule, f)
+
+    @property
+    def metric(self) -> str:
+        """What candidates are scored by: decoded-image PSNR where the bundle has a VAE decoder, else latent PSNR."""
+        return "image" if self.bundle.has("vae_decoder") else "latent"
 
     def evaluate(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> float:
-        """Mean final-latent PSNR of the cached sampler vs. full compute on ``seeds``."""
+        """Mean PSNR (dB) of the cached sampler vs. full compute on ``seeds`` of the calibration set.
+
+        On the decoded images (float, before 8-bit rounding) where the bundle has an image decoder:
+        what users look at, and a linear fit that is best on the latents is not always best on
+        the image. Otherwise on the final latents.
+        """
         fc = forecaster_from_table(self.bundle, table, self.cfg.tap, "candidate predictor")
         rows = ref.count // self.cfg.seeds
-        finals = [self.sampler.sample(self.cond, s, self.cfg.steps, forecaster=fc, decode=False).final
-                  for s in seeds]
-        return _psnr(np.concatenate(finals), ref.finals[: rows * len(seeds)])
+        finals = np.concatenate([self.sampler.sample(self.cond, s, self.cfg.steps, forecaster=fc,
+                                                     decode=False).final for s in seeds])
+        n = rows * len(seeds)
+        if self.metric == "latent":
+            return psnr_db(finals, ref.finals[:n])
+        if self._ref_images is None or len(self._ref_images) < n:
+            self._ref_images = self.sampler.decode_float(ref.finals[:n])  # (n, H, W, 3) in [0, 1]
+        got = self.sampler.decode_float(finals)
+        assert got is not None and self._ref_images is not None
+        return psnr_db(got, self._ref_images[:n], peak=1.0)
 
     def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
         cfg = self.cfg
@@ -139,12 +174,12 @@ class Calibrator:
                 sched = power_schedule(cfg.steps, cfg.full_steps, w, p)
                 if sched in tried:
                     continue
-                table, _ = self.fit(traj, sched)
-                score = self.evaluate(table, traj, eval_seeds)
+                score = max(self.evaluate(self.fit(traj, sched, v)[0], traj, eval_seeds)
+                            for v in cfg.search_variants())
                 tried[sched] = {"warmup": w, "exponent": p, "psnr_db": score, "schedule": list(sched)}
         best = max(tried.values(), key=lambda r: r["psnr_db"])
         self.log(f"schedule search: {len(tried)} candidates, best warm-up {best['warmup']}, exponent "
-                 f"{best['exponent']} -> {best['psnr_db']:.2f} dB on the calibration set")
+                 f"{best['exponent']} -> {best['psnr_db']:.2f} dB ({self.metric} PSNR) on the calibration set")
         return tuple(best["schedule"]), sorted(tried.values(), key=lambda r: -r["psnr_db"])
 
     def run(self) -> Predictor:
@@ -165,23 +200,21 @@ class Calibrator:
         eval_seeds = range(min(cfg.seeds, 2))
         best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
         variants = []
-        for affine in cfg.affines:  # fit variants chosen on the calibration set
-            for prior in cfg.priors:
-                for ridge in cfg.ridges:
-                    fit_cfg = replace(self.fit_cfg, ridge=ridge, prior=prior, affine=affine)
-                    table, stats = fit_table(traj.features[cfg.tap],
-                                             traj.latents if fit_cfg.uses_latents else None, schedule, fit_cfg)
-                    score = self.evaluate(table, traj, eval_seeds)
-                    variants.append({"affine": affine, "prior": prior, "ridge": ridge, "psnr_db": score,
-                                     "fit_seconds": stats["fit_seconds"]})
-                    if best is None or score > best[0]:
-                        best = (score, table, stats, fit_cfg)
+        for fit_cfg in cfg.variants():  # fit variants chosen on the calibration set
+            table, stats = self.fit(traj, schedule, fit_cfg)
+            score = self.evaluate(table, traj, eval_seeds)
+            variants.append({"K": fit_cfg.K, "exact": fit_cfg.exact, "latents": fit_cfg.uses_latents,
+                             "prior": fit_cfg.prior, "ridge": fit_cfg.ridge, "psnr_db": score,
+                             "fit_seconds": stats["fit_seconds"]})
+            if best is None or score > best[0]:
+                best = (score, table, stats, fit_cfg)
         assert best is not None
         score, table, stats, self.fit_cfg = best
         f = self.fit_cfg
         self.log(f"fit: {len(variants)} variants on {traj.count} full-compute trajectories (each fit "
-                 f"{max(v['fit_seconds'] for v in variants) * 1000:.0f} ms at most); best: "
-                 f"{'sum-to-one' if f.affine else 'free'}, ridge {f.ridge:g} towards {f.prior} -> {score:.2f} dB")
+                 f"{max(v['fit_seconds'] for v in variants) * 1000:.0f} ms at most); best: K={f.K}, "
+                 f"{_exact_words(f.exact)}, {'with' if f.uses_latents else 'no'} latent terms -> {score:.2f} dB "
+                 f"({self.metric} PSNR)")
         refits = []
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
@@ -196,16 +229,17 @@ class Calibrator:
             if cscore <= score:
                 break
             table, stats, score = cand, cstats, cscore
-        stats.update({"calibration_psnr_db": score, "schedule_search": search[:10], "refits": refits,
-                      "fit_variants": variants, "chosen": {"affine": self.fit_cfg.affine,
-                                                           "prior": self.fit_cfg.prior, "ridge": self.fit_cfg.ridge}})
+        stats.update({"calibration_psnr_db": score, "calibration_metric": self.metric,
+                      "schedule_search": search[:10], "refits": refits, "fit_variants": variants,
+                      "chosen": {"K": f.K, "exact": f.exact, "latents": f.uses_latents, "prior": f.prior,
+                                 "ridge": f.ridge}})
         fspec = feature_spec(self.bundle, cfg.tap)
         lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
         pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,
                               bundle_hash=self.bundle.hash, latent_spec=lspec, fit_stats=stats, created_by=settings)
-        fid = projection_fidelity(traj.features[cfg.tap], cfg.K)
+        fid = projection_fidelity(traj.features[cfg.tap], f.K)
         write_bytes(folder / "fidelity.txt", (fidelity_table(fid, stats["rel_residual"]) + "\n").encode())
-        plot_fidelity(fid, folder / "fidelity.png", cfg.K, stats["rel_residual"], schedule)
+        plot_fidelity(fid, folder / "fidelity.png", f.K, stats["rel_residual"], schedule)
         share = float(np.mean(fid[1:] > 0.95))
         self.log(f"projection fidelity > 0.95 on {share:.0%} of steps (table: {folder / 'fidelity.txt'})")
         self.log(f"wrote predictor {folder} (schedule {list(schedule)})")

@@ -30,10 +30,13 @@ class FitConfig:
     ridge: float = 1e-6  # relative to the mean diagonal of the Gram matrix
     solver: str = "lstsq"  # "lstsq": closed form; "gd": gradient descent on the same MSE
     gd_iters: int = 2000
-    #: constrain feature weights to sum to 1 (and latent weights to 0), as every fixed formula
-    #: does: the forecast is then unbiased for constant features, so per-step errors do not add
-    #: up coherently over the many forecast steps
-    affine: bool = True
+    #: polynomial exactness of the feature weights: the forecast reproduces every trajectory that
+    #: is a polynomial of degree <= ``exact`` in the step index, as Lagrange extrapolation of that
+    #: order does, and the fit only chooses the freedom left (a formula plus a learned correction).
+    #: ``0``: the weights sum to 1 (unbiased for constant features, so per-step errors do not add
+    #: up coherently over the forecast steps); ``-1``: free. With latents, ``exact >= 0`` also
+    #: makes the latent weights (history + current) sum to 0.
+    exact: int = 0
     #: ridge centre for the feature weights: "zero", or a fixed formula the fit shrinks towards
     #: ("taylorseer1"): with noisy features the fit then stays near the formula unless the data
     #: say otherwise
@@ -44,6 +47,8 @@ class FitConfig:
             raise InputError(f"unknown solver '{self.solver}'; choose one of {SOLVERS}")
         if not 1 <= self.K <= 16:
             raise InputError(f"K={self.K} is out of range; use 1..16")
+        if not -1 <= self.exact < self.K:
+            raise InputError(f"exact={self.exact} is out of range for K={self.K}; use -1 (free) .. {self.K - 1}")
         if not self.ridge >= 0:
             raise InputError(f"ridge={self.ridge} must be >= 0")
         if self.prior not in ("zero", "taylorseer1", "taylorseer2", "lagrange2", "fora"):
@@ -54,11 +59,25 @@ def _history(schedule: tuple[int, ...], i: int, K: int) -> list[int]:
     return [s for s in schedule if s < i][::-1][:K]
 
 
-def _constraints(h: int, latents: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``C w = d``: feature weights sum to 1; latent weights (history + current) sum to 0."""
+def _constraints(hist: list[int], i: int, exact: int,
+                 latents: bool) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """``C w = d`` for step ``i`` with history ``hist`` (newest first) and exactness ``exact``.
+
+    Row ``p`` (``p = 0 .. min(exact, h - 1)``) asks ``sum_j W_j ((s_j - i) / g)^p = [p == 0]``
+    (``g``: the history's span, for conditioning): a polynomial of degree ``p`` is forecast
+    exactly. With latents one more row makes the latent weights (history + current) sum to 0.
+    Returns ``(None, None)`` for ``exact < 0`` (a free fit).
+    """
+    if exact < 0:
+        return None, None
+    h = len(hist)
     m = 2 * h + 1 if latents else h
-    rows = [np.r_[np.ones(h), np.zeros(m - h)]]
-    d = [1.0]
+    g = max(float(hist[0] - hist[-1]), 1.0)
+    offsets = (np.asarray(hist, np.float64) - i) / g
+    rows, d = [], []
+    for p in range(min(exact, h - 1) + 1):
+        rows.append(np.r_[offsets**p, np.zeros(m - h)])
+        d.append(1.0 if p == 0 else 0.0)
     if latents:
         rows.append(np.r_[np.zeros(h), np.ones(h + 1)])
         d.append(0.0)
@@ -68,7 +87,7 @@ def _constraints(h: int, latents: bool) -> tuple[np.ndarray, np.ndarray]:
 def _solve(G: np.ndarray, b: np.ndarray, cfg: FitConfig, C: np.ndarray | None = None,
            d: np.ndarray | None = None, prior: np.ndarray | None = None) -> np.ndarray:
     """Minimise ``0.5 w^T G w - b^T w + 0.5 lam |w - prior|^2`` (the MSE plus a ridge centred
-    on ``prior``), optionally s.t. ``C w = d``."""
+    on ``prior``), optionally s.t. ``C w = d``. ``G``: ``(m, m)`` Gram matrix, ``b``: ``(m,)``."""
     m = G.shape[0]
     lam = cfg.ridge * float(np.trace(G)) / m
     A = G + lam * np.eye(m)
@@ -91,6 +110,17 @@ def _solve_free(A: np.ndarray, b: np.ndarray, cfg: FitConfig) -> np.ndarray:
     for _ in range(cfg.gd_iters):
         w -= step * (A @ w - b)
     return w
+
+
+def _prior_table(cfg: FitConfig, schedule: tuple[int, ...], N: int) -> CoefficientTable | None:
+    """The ridge centre's table; a formula that needs more history than ``K`` falls back to the
+    highest-order Lagrange rule ``K`` computed steps allow (``K = 2``: TaylorSeer-1, ``K = 1``: FORA)."""
+    if cfg.prior == "zero":
+        return None
+    try:
+        return preset(cfg.prior, schedule, N, K=cfg.K)
+    except InputError:
+        return preset({1: "fora", 2: "taylorseer1"}.get(cfg.K, "lagrange2"), schedule, N, K=cfg.K)
 
 
 def _prior(prior: CoefficientTable | None, i: int, h: int, m: int) -> np.ndarray | None:
@@ -122,7 +152,7 @@ def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[
         raise InputError(f"latent terms need latents shaped like the feature: {latents.shape} vs {features.shape}")
     F = features.reshape(T, N, -1).astype(np.float64)  # (T, N, D)
     X = latents.reshape(T, N, -1).astype(np.float64) if use_lat and latents is not None else None
-    prior = None if cfg.prior == "zero" else preset(cfg.prior, tuple(schedule), N, K=cfg.K)
+    prior = _prior_table(cfg, tuple(schedule), N)
     W = np.zeros((N, cfg.K))
     U = np.zeros((N, cfg.K))
     V = np.zeros(N)
@@ -137,7 +167,7 @@ def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[
             cols += [X[:, s] for s in hist] + [X[:, i]]
         A = np.stack(cols, axis=-1).reshape(-1, len(cols))  # (T*D, m)
         y = F[:, i].reshape(-1)  # (T*D,)
-        C, d = _constraints(h, X is not None) if cfg.affine else (None, None)
+        C, d = _constraints(hist, i, cfg.exact, X is not None)
         w = _solve(A.T @ A, A.T @ y, cfg, C, d, _prior(prior, i, h, len(cols)))
         W[i, :h] = w[:h]
         if X is not None:

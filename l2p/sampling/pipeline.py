@@ -167,6 +167,14 @@ class Sampler:
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Packed latents -> ``(B, H, W, 3)`` uint8 images (VAE decoder, or the latent itself)."""
+        image = self.decode_float(latents)
+        if image is None:
+            return np.zeros((0,), np.uint8)
+        return (image * 255).round().astype(np.uint8)  # (B, H, W, 3)
+
+    def decode_float(self, latents: np.ndarray) -> np.ndarray | None:
+        """Packed latents -> ``(B, H, W, 3)`` float32 images in [0, 1] before 8-bit rounding
+        (VAE decoder, or the latent itself when it has <= 4 channels); ``None`` when neither."""
         spatial = self.rt.to_vae_latent(latents)  # (B, C, h, w)
         if self.bundle.has("vae_decoder"):
             image = self.engine("vae_decoder").run({"latent": np.ascontiguousarray(spatial)})["image"]
@@ -181,8 +189,8 @@ class Sampler:
             if image.shape[1] < 3:
                 image = np.concatenate([image, np.repeat(image[:, -1:], 3 - image.shape[1], 1)], 1)
         else:
-            return np.zeros((0,), np.uint8)
-        return (image.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)  # (B, H, W, 3)
+            return None
+        return np.ascontiguousarray(image.transpose(0, 2, 3, 1), dtype=np.float32)  # (B, H, W, 3)
 
 
 def save_images(images: np.ndarray, out: Path, prefix: str = "image") -> list[Path]:

@@ -25,7 +25,10 @@ def predictor(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> Path:
 def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     pred = load_predictor(predictor)
     assert pred.num_steps == 12 and len(pred.schedule) == 4 and pred.schedule[0] == 0
-    assert pred.tap == "output" and pred.uses_latents and pred.K == 3
+    chosen = pred.fit_stats["chosen"]
+    assert pred.tap == "output" and pred.K == chosen["K"] in (3, 4, 5) and pred.uses_latents == chosen["latents"]
+    # every fit variant was scored (K 3: exact 0, 1; K 4 and 5: exact 0, 1, 2; each with and without latents)
+    assert len(pred.fit_stats["fit_variants"]) == 16 and pred.fit_stats["calibration_metric"] == "latent"
     assert {"fidelity.png", "fidelity.txt", "predictor.onnx", "coefficients.npz"} <= {p.name for p in predictor.iterdir()}
     assert pred.fit_stats["fit_seconds"] < 5
     assert len(pred.fit_stats["schedule_search"]) >= 2
@@ -82,3 +85,9 @@ def test_bad_calibration_settings() -> None:
     with pytest.raises(InputError):
         CalibrationConfig(steps=10, full_steps=3, schedule="random")
     assert CalibrationConfig(steps=10, full_steps=3, tap="residual").latents is False
+    with pytest.raises(InputError, match="--K"):
+        CalibrationConfig(steps=10, full_steps=3, Ks=(0,))
+    with pytest.raises(InputError, match="--exact"):
+        CalibrationConfig(steps=10, full_steps=3, exacts=(-3,))
+    free = CalibrationConfig(steps=10, full_steps=3, exacts=(-1,), latents=False)
+    assert [v.exact for v in free.variants()] == [-1, -1, -1] and free.search_variants()[0].K == 4

@@ -49,7 +49,7 @@ def test_latent_terms_are_used_when_they_explain_the_target() -> None:
     rng = np.random.default_rng(2)
     X = rng.standard_normal((8, 12, 30))
     F = 0.5 * X + 0.01 * rng.standard_normal(X.shape)  # the feature is mostly the current latent
-    table, stats = fit_table(F, X, (0, 5, 10), FitConfig(K=2, affine=False))
+    table, stats = fit_table(F, X, (0, 5, 10), FitConfig(K=2, exact=-1))
     for i in (3, 7, 11):
         assert abs(table.V[i] - 0.5) < 0.05
         assert stats["rel_residual"][str(i)] < 0.1
@@ -86,3 +86,49 @@ def test_affine_constraint_and_prior() -> None:
 
     strong, _ = fit_table(F, None, schedule, FitConfig(K=3, uses_latents=False, ridge=1e9, prior="taylorseer1"))
     np.testing.assert_allclose(strong.W, preset("taylorseer1", schedule, 20, K=3).W, atol=1e-6)
+
+
+@pytest.mark.parametrize("exact", [1, 2])
+def test_polynomial_exactness(exact: int) -> None:
+    """With ``exact=d`` the fitted weights forecast any degree-``d`` polynomial exactly, even when
+    fitted on trajectories that are not polynomials; with K = d + 1 they are Lagrange's weights."""
+    rng = np.random.default_rng(4)
+    i_ax = np.arange(20, dtype=np.float64)[None, :, None]
+    F = np.sin(i_ax / 4 + rng.standard_normal((6, 1, 40))) + 0.05 * rng.standard_normal((6, 20, 40))
+    schedule = (0, 1, 2, 3, 7, 11, 15, 19)
+    table, _ = fit_table(F, None, schedule, FitConfig(K=4, uses_latents=False, exact=exact))
+    coef = rng.standard_normal(exact + 1)
+    poly = sum(c * np.arange(20.0) ** p for p, c in enumerate(coef))  # (20,)
+    for i in range(4, 20):
+        if i in schedule:
+            continue
+        hist = table.history(i)
+        assert len(hist) == 4
+        np.testing.assert_allclose(table.predict(i, [poly[s:s + 1] for s in hist]), poly[i:i + 1], rtol=1e-9, atol=1e-8)
+    tight, _ = fit_table(F, None, schedule, FitConfig(K=exact + 1, uses_latents=False, exact=exact))
+    for i in (5, 9, 18):
+        hist = tight.history(i)
+        np.testing.assert_allclose(tight.W[i, :exact + 1], lagrange_weights(hist, i, exact), rtol=1e-9)
+
+
+def test_exactness_leaves_room_to_learn() -> None:
+    """A trajectory with a non-polynomial part is forecast better by the exact-degree-1 fit with
+    K = 4 than by Lagrange-2 extrapolation (the fit uses its one free weight)."""
+    rng = np.random.default_rng(5)
+    i_ax = np.arange(30, dtype=np.float64)[None, :, None]
+    F = np.exp(-i_ax / 6) * rng.standard_normal((8, 1, 50)) + i_ax * rng.standard_normal((8, 1, 50))
+    schedule = tuple(range(0, 30, 4)) + (29,)
+    table, _ = fit_table(F, None, schedule, FitConfig(K=4, uses_latents=False, exact=1))
+    from l2p.predictor.presets import preset
+
+    lag = preset("lagrange2", schedule, 30, K=4)
+    err = lambda t: sum(np.sum((t.predict(i, [F[:, s] for s in t.history(i)]) - F[:, i]) ** 2)  # noqa: E731
+                        for i in range(13, 30) if i not in schedule)
+    assert err(table) < 0.5 * err(lag)
+
+
+def test_exact_out_of_range() -> None:
+    with pytest.raises(InputError, match="exact"):
+        FitConfig(K=3, exact=3)
+    with pytest.raises(InputError, match="exact"):
+        FitConfig(K=3, exact=-2)

@@ -1,0 +1,34 @@
+"""Quality measures against a reference: PSNR and SSIM. Torch-free."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def psnr_db(got: np.ndarray, ref: np.ndarray, peak: float | None = None) -> float:
+    """Mean over the leading axis of the PSNR (dB, capped at 99) of ``got`` against ``ref`` (same
+    shape, any float or integer dtype); ``peak``: the signal's peak, default each reference's range."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    vals = []
+    for g, r in zip(got, ref):
+        g, r = g.astype(np.float64), r.astype(np.float64)
+        pk = float(r.max() - r.min()) if peak is None else peak
+        vals.append(99.0 if np.array_equal(g, r) else min(99.0, peak_signal_noise_ratio(r, g, data_range=pk)))
+    return float(np.mean(vals))
+
+
+def image_metrics(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """Mean PSNR (dB, capped at 99) and SSIM of uint8 images ``(B, H, W, 3)``, or of float
+    latents ``(B, C, h, w)`` (then the reference's value range is the peak)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ps, ss = [], []
+    for g, r in zip(got, ref):
+        if r.dtype != np.uint8:  # a latent: (C, h, w) -> (h, w, C) float64
+            g, r = g.transpose(1, 2, 0).astype(np.float64), r.transpose(1, 2, 0).astype(np.float64)
+        rng = 255.0 if r.dtype == np.uint8 else float(r.max() - r.min())
+        ps.append(99.0 if np.array_equal(g, r) else min(99.0, peak_signal_noise_ratio(r, g, data_range=rng)))
+        win = min(7, min(r.shape[:2]) // 2 * 2 - 1)
+        ss.append(structural_similarity(r, g, channel_axis=-1, data_range=rng, win_size=max(win, 3)))
+    return float(np.mean(ps)), float(np.mean(ss))

@@ -1,0 +1,43 @@
+"""``l2p bench`` end to end on a tiny bundle, and the PSNR it reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from l2p.bench import format_table, run_bench
+from l2p.metrics import psnr_db
+from l2p.sampling.pipeline import Sampler
+
+
+def test_psnr_db_against_the_definition() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0, 1, (3, 8, 8, 3))
+    got = ref + rng.normal(0, 1e-3, ref.shape)
+    want = np.mean([10 * np.log10(1.0 / np.mean((g - r) ** 2)) for g, r in zip(got, ref)])
+    assert abs(psnr_db(got, ref, peak=1.0) - want) < 1e-9
+    assert psnr_db(ref, ref) == 99.0
+    lat = rng.standard_normal((2, 16, 4))  # peak defaults to each reference's range
+    want = np.mean([10 * np.log10(np.ptp(r) ** 2 / np.mean((0.99 * r - r) ** 2)) for r in lat])
+    assert abs(psnr_db(0.99 * lat, lat) - want) < 1e-9
+
+
+def test_bench_rows(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
+    s = Sampler(flux_bundle)
+    report = run_bench(s, flux_cond, 12, [4], ["full", "fora", "lagrange2"], [1000, 1001], log=lambda m: None)
+    rows = {r["method"]: r for r in report["rows"]}
+    assert set(rows) == {"full", "fora", "lagrange2"}
+    assert rows["full"]["psnr_db"] == 99.0 and rows["full"]["latent_psnr_db"] == 99.0
+    for name in ("fora", "lagrange2"):
+        r = rows[name]
+        assert r["full_steps"] == 4 and 2.5 < r["flops_reduction"] <= 3.0  # 12 / 4 less the predictor's cost
+        assert 0 < r["latent_psnr_db"] < 99 and np.isnan(r["psnr_float_db"])  # no image decoder in this bundle
+    # the latent PSNR is that of the final latents, recomputed here from two independent runs
+    fin = [s.sample(flux_cond, sd, 12, method="fora", full_steps=4, decode=False).final for sd in (1000, 1001)]
+    ref = [s.sample(flux_cond, sd, 12, decode=False).final for sd in (1000, 1001)]
+    want = np.mean([10 * np.log10(np.ptp(r) ** 2 / np.mean((f.astype(np.float64) - r) ** 2))
+                    for f, r in zip(np.concatenate(fin), np.concatenate(ref))])
+    assert abs(rows["fora"]["latent_psnr_db"] - want) < 1e-6
+    table = format_table(report)
+    assert "latent dB" in table and "float dB" in table and len(table.splitlines()) == 5
