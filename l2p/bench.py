@@ -33,7 +33,7 @@ from .predictor.presets import PRESETS
 from .predictor.schedule import interval_schedule
 from .sampling.loop import Forecaster
 from .sampling.methods import Method, l2p_forecaster, preset_forecaster
-from .sampling.pipeline import Sampler
+from .sampling.pipeline import Sampler, to_uint8
 
 BENCH_SEED0 = 1000  # bench seeds start here: disjoint from calibration seeds (0, 1, ...)
 
@@ -123,7 +123,7 @@ class Bench:
         for final in finals:  # decoding is not part of the timed loop
             fl = self.s.decode_float(final) if self.s.bundle.has("vae_decoder") else None
             floats.append(fl)
-            images.append((fl * 255).round().astype(np.uint8) if fl is not None else self.s.rt.to_vae_latent(final))
+            images.append(to_uint8(fl) if fl is not None else self.s.rt.to_vae_latent(final))
         return {"images": np.concatenate(images), "finals": np.concatenate(finals),
                 "float": None if floats[0] is None else np.concatenate(floats),
                 "seconds": float(np.median(secs)), "mem": mem.peak_mb}

@@ -543,15 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    pipe = FluxPipeline(
-        scheduler=build_scheduler(),
-        vae=vae,
-        text_encoder=clip,
-        tokenizer=clip_tok,
-        text_encoder_2=t5,
-        tokenizer_2=t5_tok,
-        transformer=ema,
-    )
+    pipe = FluxPipeline(**{**pipe.components, "transformer": ema})  # same parts, the EMA weights
     pipe.save_pretrained(tmp, safe_serialization=True)
     for f in tmp.rglob("*"):
         f.chmod(0o755 if f.is_dir() else 0o644)

@@ -168,9 +168,7 @@ class Sampler:
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Packed latents -> ``(B, H, W, 3)`` uint8 images (VAE decoder, or the latent itself)."""
         image = self.decode_float(latents)
-        if image is None:
-            return np.zeros((0,), np.uint8)
-        return (image * 255).round().astype(np.uint8)  # (B, H, W, 3)
+        return np.zeros((0,), np.uint8) if image is None else to_uint8(image)
 
     def decode_float(self, latents: np.ndarray) -> np.ndarray | None:
         """Packed latents -> ``(B, H, W, 3)`` float32 images in [0, 1] before 8-bit rounding
@@ -191,6 +189,11 @@ class Sampler:
         else:
             return None
         return np.ascontiguousarray(image.transpose(0, 2, 3, 1), dtype=np.float32)  # (B, H, W, 3)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] -> uint8 (rounded), same shape."""
+    return (image * 255).round().astype(np.uint8)
 
 
 def save_images(images: np.ndarray, out: Path, prefix: str = "image") -> list[Path]:
