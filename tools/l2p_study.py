@@ -2,11 +2,13 @@
 
     python tools/l2p_study.py [--model tiny-flux] [--out out/study] [--budgets 10,7] [--steps 50]
 
-For each budget M it calibrates two predictors on the calibration captions (seeds 0..S-1):
-``study-out-M`` (output tap, searched schedule) and ``study-res-M`` (cumulative block residual tap
-with the cheap head), then benches full compute, FORA, TaylorSeer-1/2, Lagrange-2 (each on the even
-interval schedule and on L2P's searched schedule) and both predictors on held-out captions with
-bench seeds 1000.. (disjoint from the calibration seeds). Prints the table and writes
+For each budget M it calibrates three predictors on the calibration captions (seeds 0..S-1):
+``study-out-M`` (output tap, searched schedule), ``study-int-M`` (output tap, the presets' even
+interval schedule: L2P against the formulas with the same computed steps) and ``study-res-M``
+(cumulative block residual tap with the cheap head, searched schedule), then benches full compute,
+FORA, TaylorSeer-1/2, Lagrange-2 (each on the even interval schedule and on L2P's searched
+schedule) and the predictors on held-out captions with bench seeds 1000.. (disjoint from the
+calibration seeds). Prints the table and writes
 ``OUT/bench.json`` and ``OUT/quality_vs_speedup.png``.
 """
 
@@ -43,6 +45,7 @@ def main() -> None:
     p.add_argument("--bench-seeds", type=int, default=4)
     p.add_argument("--taps", default="output,residual")
     p.add_argument("--threads", type=int)
+    p.add_argument("--no-interval", action="store_true", help="skip the L2P predictor on the interval schedule")
     a = p.parse_args()
     from l2p.export.exporter import export_bundle
 
@@ -52,15 +55,20 @@ def main() -> None:
     ccond, hcond = sampler.encode(calib), sampler.encode(held)
     budgets = [int(b) for b in a.budgets.split(",")]
     taps = a.taps.split(",")
+    # (name prefix, tap, schedule): the searched schedule for every tap, the interval one for the output
+    runs = [(f"study-{t[:3]}", t, "search") for t in taps]
+    if "output" in taps and not a.no_interval:
+        runs.insert(1, ("study-int", "output", "interval"))
     methods = ["fora", "taylorseer1", "taylorseer2", "lagrange2"]
     for m in budgets:
-        for tap in taps:
-            name = f"study-{tap[:3]}-{m}"
+        for prefix, tap, schedule in runs:
+            name = f"{prefix}-{m}"
             t0 = time.perf_counter()
-            cfg = CalibrationConfig(steps=a.steps, full_steps=m, name=name, seeds=a.calib_seeds, tap=tap)
+            cfg = CalibrationConfig(steps=a.steps, full_steps=m, name=name, seeds=a.calib_seeds, tap=tap,
+                                    schedule=schedule)
             pred = Calibrator(bundle, ccond, cfg, threads=a.threads, log=lambda s: print("  " + s)).run()
             print(f"calibrated {name} in {time.perf_counter() - t0:.0f} s; fit {pred.fit_stats['fit_seconds']:.3f} s")
-    methods = [*(f"l2p:study-{t[:3]}-{{M}}" for t in taps), *methods]
+    methods = [*(f"l2p:{prefix}-{{M}}" for prefix, _, _ in runs), *methods]
     report = run_bench(sampler, hcond, a.steps, budgets, methods, range(BENCH_SEED0, BENCH_SEED0 + a.bench_seeds))
     report["calibration_captions"] = calib
     report["bench_captions"] = held

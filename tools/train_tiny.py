@@ -469,8 +469,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     p.add_argument("--quick", action="store_true", help="smoke run: few steps and renders")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vae-cache", type=Path, default=None, help="development: reuse/save the trained VAE here")
+    shape = p.add_argument_group("transformer shape (defaults: the shipped model's)")
+    shape.add_argument("--layers", type=int, default=Config.num_layers, help="double-stream blocks")
+    shape.add_argument("--single-layers", type=int, default=Config.num_single_layers, help="single-stream blocks")
+    shape.add_argument("--heads", type=int, default=Config.num_attention_heads, help="attention heads")
+    shape.add_argument("--head-dim", type=int, default=Config.attention_head_dim,
+                       help="channels per head; RoPE takes 4 of them for the text axis and splits the rest over y/x")
     args = p.parse_args(argv)
-    cfg = Config(seed=args.seed)
+    cfg = Config(seed=args.seed, num_layers=args.layers, num_single_layers=args.single_layers,
+                 num_attention_heads=args.heads, attention_head_dim=args.head_dim)
+    if args.head_dim != Config.attention_head_dim:
+        if args.head_dim % 4 or args.head_dim < 12:
+            p.error("--head-dim must be a multiple of 4 and at least 12 (RoPE axes need even sizes)")
+        half = (args.head_dim - 4) // 2  # even, as head_dim is a multiple of 4
+        cfg.axes_dims_rope = (4, half, half)
     if args.quick:
         cfg.vae_steps, cfg.steps, cfg.renders_per_combo, cfg.warmup = 20, 30, 4, 10
     if args.steps is not None:
