@@ -49,7 +49,7 @@ from l2p.spec import IOSpec, TensorSpec  # noqa: E402
 # FluxTransformer2DModel shapes: (double blocks, single blocks, heads, head dim, text dim, rope axes)
 CONFIGS = {
     "tiny": (2, 4, 4, 32, 64, (4, 14, 14)),  # the shipped tiny-flux shape
-    "medium": (4, 8, 8, 64, 512, (8, 28, 28)),  # ~40M, as tools/bench_step.py
+    "medium": (4, 8, 8, 64, 512, (8, 28, 28)),  # ~71M: small enough that launch overhead shows
     "flux-dev": (19, 38, 24, 128, 4096, (16, 56, 56)),  # FLUX.1-dev's shape, ~12B
 }
 
@@ -178,6 +178,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path)
     a = p.parse_args()
+    if a.size % 16 or a.size < 16:
+        p.error("--size must be a positive multiple of 16 (8x VAE, then 2x2 packing)")
     import torch
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]

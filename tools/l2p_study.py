@@ -34,6 +34,31 @@ def captions(n_calib: int) -> tuple[list[str], list[str]]:
     return train[::step][:n_calib], heldout_captions()
 
 
+METRICS = (("psnr_db", "8-bit"), ("psnr_float_db", "float"), ("latent_psnr_db", "latent"))
+
+
+def margins(report: dict, methods: list[str]) -> str:
+    """L2P minus the best fixed-formula preset (best per measure), on the predictor's own schedule
+    and on the even interval schedule, per budget: the comparisons the L2P issue's targets name."""
+    rows = report["rows"]
+    out = [f"{'predictor':18s} {'vs. best preset on':26s} " + " ".join(f"{n:>7s}" for _, n in METRICS)]
+    for r in rows:
+        if not r["method"].startswith("l2p:"):
+            continue
+        name, m = r["method"][4:], r["full_steps"]
+        presets = [q for q in rows if q["full_steps"] == m and q["method"] in methods]
+        interval = [q for q in presets if q["schedule"] == "interval"]
+        same = [q for q in presets if q["schedule"] == f"={name}"]
+        # no '=NAME' rows: the predictor's schedule is the interval one
+        groups = [("the same schedule", same), ("the interval schedule", interval)] if same else \
+            [("the same (interval) sched.", interval)]
+        for label, group in groups:
+            if group:
+                d = [r[k] - max(q[k] for q in group) for k, _ in METRICS]
+                out.append(f"{name:18s} {label:26s} " + " ".join(f"{x:+7.2f}" for x in d))
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-flux")
@@ -75,6 +100,7 @@ def main() -> None:
     write_json(a.out / "bench.json", report)
     plot(report, a.out / "quality_vs_speedup.png")
     print(format_table(report))
+    print("\nL2P minus the best preset (dB):\n" + margins(report, methods))
     print(json.dumps({"plot": str(a.out / "quality_vs_speedup.png")}))
 
 
