@@ -178,7 +178,9 @@ def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
 
 def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets: Sequence[int],
               methods: Sequence[str], seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Bench ``methods`` at each budget. ``l2p:NAME`` may contain ``{M}`` (the budget)."""
+    """Bench ``methods`` at each budget. ``l2p:NAME`` may contain ``{M}`` (the budget); a method
+    named twice is benched once."""
+    methods = list(dict.fromkeys(methods))
     bench = Bench(sampler, cond, steps, seeds, log)
     rows = [bench.row("full", None, "all")]
     for m_budget in budgets:

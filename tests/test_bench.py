@@ -25,7 +25,7 @@ def test_psnr_db_against_the_definition() -> None:
 
 def test_bench_rows(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
     s = Sampler(flux_bundle)
-    report = run_bench(s, flux_cond, 12, [4], ["full", "fora", "lagrange2"], [1000, 1001], log=lambda m: None)
+    report = run_bench(s, flux_cond, 12, [4], ["full", "fora", "lagrange2", "fora"], [1000, 1001], log=lambda m: None)
     rows = {r["method"]: r for r in report["rows"]}
     assert set(rows) == {"full", "fora", "lagrange2"}
     assert rows["full"]["psnr_db"] == 99.0 and rows["full"]["latent_psnr_db"] == 99.0

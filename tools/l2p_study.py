@@ -55,7 +55,7 @@ def margins(report: dict, methods: list[str]) -> str:
         for label, group in groups:
             if group:
                 d = [r[k] - max(q[k] for q in group) for k, _ in METRICS]
-                out.append(f"{name:18s} {label:26s} " + " ".join(f"{x:+7.2f}" for x in d))
+                out.append(f"{name:18s} {label:26s} " + " ".join("    n/a" if x != x else f"{x:+7.2f}" for x in d))
     return "\n".join(out)
 
 
