@@ -29,6 +29,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     cfg = CalibrationConfig(steps=a.steps, full_steps=a.full_steps, name=a.name, seeds=a.seeds, tap=a.tap,
                             Ks=tuple(a.K), latents=not a.no_latents, solver=a.solver,
                             schedule=a.schedule, warmup=a.warmup, refit=a.refit, refit_target=a.refit_target,
+                            closed_loop=a.closed_loop,
                             exacts=(-1,) if a.free else tuple(a.exact), priors=tuple(a.prior),
                             ridges=tuple(a.ridges))
     if not cfg.name.replace("-", "").replace("_", "").isalnum():
@@ -112,6 +113,10 @@ def _register(sub: Any) -> None:
     c.add_argument("--refit-target", default="full", choices=["full", "true"],
                    help="refit towards the full-compute run's feature at each step, or the true feature at the "
                         "cached run's latent")
+    c.add_argument("--closed-loop", type=int, default=1, metavar="ROUNDS",
+                   help="Gauss-Newton rounds that tune the weights (inside the exactness constraints) on the "
+                        "cached sampler's final images of the calibration set; each costs one cached run per "
+                        "free weight (0: off)")
     c.add_argument("--free", action="store_true",
                    help="only try fits without any constraint on the feature weights (same as --exact -1)")
     c.add_argument("--ridges", type=float, nargs="+", default=[1e-6],

@@ -26,6 +26,7 @@ from ..sampling.methods import feature_spec, forecaster_from_table
 from ..sampling.pipeline import Sampler, check_run_args
 from ..spec import TensorSpec
 from .capture import Trajectories, capture
+from .closed_loop import null_directions, refine
 from .fidelity import fidelity_table, plot_fidelity, projection_fidelity
 from .fit import FitConfig, fit_table
 
@@ -55,6 +56,8 @@ class CalibrationConfig:
     priors: tuple[str, ...] = ("lagrange2",)
     ridges: tuple[float, ...] = (1e-6,)
     refit_target: str = "full"  # "full": the full-compute run's feature; "true": F(own latent)
+    #: Gauss-Newton rounds on the cached sampler's final images (see closed_loop.py); 0 = off
+    closed_loop: int = 1
 
     def __post_init__(self) -> None:
         check_run_args(self.steps, 0, self.full_steps)
@@ -66,6 +69,8 @@ class CalibrationConfig:
             raise InputError(f"--refit-target {self.refit_target}: choose full or true")
         if not 0 <= self.refit <= 10:
             raise InputError(f"--refit {self.refit} is out of range; use 0..10")
+        if not 0 <= self.closed_loop <= 10:
+            raise InputError(f"--closed-loop {self.closed_loop} is out of range; use 0..10")
         if not self.Ks or any(not 1 <= k <= 16 for k in self.Ks):
             raise InputError(f"--K {list(self.Ks)}: give history lengths in 1..16")
         if not self.exacts or any(e < -1 for e in self.exacts):
@@ -141,6 +146,23 @@ class Calibrator:
         """What candidates are scored by: decoded-image PSNR where the bundle has a VAE decoder, else latent PSNR."""
         return "image" if self.bundle.has("vae_decoder") else "latent"
 
+    def _outputs(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> tuple[np.ndarray, np.ndarray]:
+        """The cached sampler's outputs on ``seeds`` of the calibration set and full compute's:
+        decoded float images ``(n, H, W, 3)`` in [0, 1] where the bundle has an image decoder,
+        else final latents."""
+        fc = forecaster_from_table(self.bundle, table, self.cfg.tap, "candidate predictor")
+        rows = ref.count // self.cfg.seeds
+        finals = np.concatenate([self.sampler.sample(self.cond, s, self.cfg.steps, forecaster=fc,
+                                                     decode=False).final for s in seeds])
+        n = rows * len(seeds)
+        if self.metric == "latent":
+            return finals, ref.finals[:n]
+        if self._ref_images is None or len(self._ref_images) < n:
+            self._ref_images = self.sampler.decode_float(ref.finals[:n])
+        got = self.sampler.decode_float(finals)
+        assert got is not None and self._ref_images is not None
+        return got, self._ref_images[:n]
+
     def evaluate(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> float:
         """Mean PSNR (dB) of the cached sampler vs. full compute on ``seeds`` of the calibration set.
 
@@ -148,18 +170,13 @@ class Calibrator:
         what users look at, and a linear fit that is best on the latents is not always best on
         the image. Otherwise on the final latents.
         """
-        fc = forecaster_from_table(self.bundle, table, self.cfg.tap, "candidate predictor")
-        rows = ref.count // self.cfg.seeds
-        finals = np.concatenate([self.sampler.sample(self.cond, s, self.cfg.steps, forecaster=fc,
-                                                     decode=False).final for s in seeds])
-        n = rows * len(seeds)
-        if self.metric == "latent":
-            return psnr_db(finals, ref.finals[:n])
-        if self._ref_images is None or len(self._ref_images) < n:
-            self._ref_images = self.sampler.decode_float(ref.finals[:n])  # (n, H, W, 3) in [0, 1]
-        got = self.sampler.decode_float(finals)
-        assert got is not None and self._ref_images is not None
-        return psnr_db(got, self._ref_images[:n], peak=1.0)
+        got, want = self._outputs(table, ref, seeds)
+        return psnr_db(got, want, peak=1.0) if self.metric == "image" else psnr_db(got, want)
+
+    def residual(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> np.ndarray:
+        """What :meth:`evaluate` scores, as a flat float64 residual (cached minus full compute)."""
+        got, want = self._outputs(table, ref, seeds)
+        return (got.astype(np.float64) - want).reshape(-1)
 
     def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
         cfg = self.cfg
@@ -229,8 +246,14 @@ class Calibrator:
             if cscore <= score:
                 break
             table, stats, score = cand, cstats, cscore
+        closed: list[dict[str, Any]] = []
+        if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
+            table, score, closed = refine(
+                table, null_directions(table, f.exact), lambda t: self.residual(t, traj, eval_seeds),
+                lambda t: self.evaluate(t, traj, eval_seeds), score, rounds=cfg.closed_loop, log=self.log)
         stats.update({"calibration_psnr_db": score, "calibration_metric": self.metric,
-                      "schedule_search": search[:10], "refits": refits, "fit_variants": variants,
+                      "schedule_search": search[:10], "refits": refits, "closed_loop": closed,
+                      "fit_variants": variants,
                       "chosen": {"K": f.K, "exact": f.exact, "latents": f.uses_latents, "prior": f.prior,
                                  "ridge": f.ridge}})
         fspec = feature_spec(self.bundle, cfg.tap)

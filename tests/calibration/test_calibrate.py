@@ -32,6 +32,10 @@ def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     assert {"fidelity.png", "fidelity.txt", "predictor.onnx", "coefficients.npz"} <= {p.name for p in predictor.iterdir()}
     assert pred.fit_stats["fit_seconds"] < 5
     assert len(pred.fit_stats["schedule_search"]) >= 2
+    # refit and closed-loop rounds are kept only when they improve the calibration score
+    rounds = pred.fit_stats["closed_loop"]
+    assert rounds and all(r["parameters"] > 0 for r in rounds)
+    assert pred.fit_stats["calibration_psnr_db"] >= max(v["psnr_db"] for v in pred.fit_stats["fit_variants"])
 
 
 def test_l2p_sampling_uses_the_baked_graph(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:

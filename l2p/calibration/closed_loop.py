@@ -1,0 +1,100 @@
+"""Closed-loop refinement of a fitted table: Gauss-Newton on the cached sampler's final output.
+
+The least-squares fit (:mod:`.fit`) is teacher-forced: each forecast step is fitted on
+full-compute history, one step at a time. What users see is the end of the *cached* run, where
+forecast errors feed the later computed steps through the model. This refinement takes that
+end point as its objective.
+
+Parameters: on every forecast step the feature weights may move only inside the null space of
+the fit's polynomial-exactness constraints (so the refined table still forecasts polynomials of
+degree <= ``exact`` exactly): ``W[i] = W0[i] + sum_k theta[i, k] * v[i, k]``, one or two numbers
+per step. The residual (decoded calibration images, or final latents, minus full compute) is
+linearised in ``theta`` by forward differences, one cached run per parameter, and a damped
+Gauss-Newton step is taken. A round is kept only when the calibration score improves.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..predictor.table import CoefficientTable
+from .fit import _constraints, _history
+
+Direction = tuple[int, np.ndarray]  # (forecast step i, unit vector over the K feature weights)
+
+
+def null_directions(table: CoefficientTable, exact: int) -> list[Direction]:
+    """Directions in which each forecast step's feature weights can move and stay exact to degree ``exact``.
+
+    Returns one ``(i, v)`` per free dimension, ``v`` float64 ``(K,)`` of unit norm with zeros
+    beyond the step's history. Steps whose history leaves no freedom give none.
+    """
+    out: list[Direction] = []
+    for i in range(table.num_steps):
+        if table.is_computed(i):
+            continue
+        hist = _history(table.computed, i, table.K)
+        h = len(hist)
+        C, _ = _constraints(hist, i, exact, latents=False)
+        Z = np.eye(h) if C is None else np.linalg.svd(C)[2][C.shape[0]:].T  # (h, free) orthonormal
+        for k in range(Z.shape[1]):
+            v = np.zeros(table.K)
+            v[:h] = Z[:, k]
+            out.append((i, v))
+    return out
+
+
+def moved(table: CoefficientTable, dirs: list[Direction], theta: np.ndarray) -> CoefficientTable:
+    """``table`` with ``W[i] += theta[n] * v`` for every direction ``n = (i, v)``; U, V unchanged."""
+    W = table.W.copy()
+    for (i, v), t in zip(dirs, theta):
+        W[i] += t * v
+    return replace(table, W=W)
+
+
+def refine(table: CoefficientTable, dirs: list[Direction], residual: Callable[[CoefficientTable], np.ndarray],
+           score: Callable[[CoefficientTable], float], base_score: float, rounds: int = 1,
+           damping: float = 1e-2, delta: float = 1e-3,
+           log: Callable[[str], None] = lambda s: None) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
+    """Damped Gauss-Newton rounds on ``|residual(table)|^2`` over the directions ``dirs``.
+
+    Args:
+        table: the fitted table (its score on the calibration set is ``base_score``).
+        dirs: from :func:`null_directions`.
+        residual: the flat float64 residual of a table (cached run minus full compute).
+        score: the calibration score of a table (higher is better, e.g. PSNR).
+        rounds: Gauss-Newton rounds; each costs ``len(dirs) + 2`` cached runs.
+        damping: ridge on the normal equations, relative to their mean diagonal.
+        delta: forward-difference step on ``theta`` (directions have unit norm).
+
+    Returns:
+        the best table, its score and one record per round (``score``, ``kept``).
+    """
+    records: list[dict[str, Any]] = []
+    if not dirs or rounds < 1:
+        return table, base_score, records
+    best, best_score = table, base_score
+    for r in range(rounds):
+        r0 = residual(best)
+        J = np.empty((r0.size, len(dirs)), np.float64)  # (residual size, parameters)
+        for n in range(len(dirs)):
+            step = np.zeros(len(dirs))
+            step[n] = delta
+            J[:, n] = (residual(moved(best, dirs, step)) - r0) / delta
+        A = J.T @ J
+        A += damping * float(np.trace(A)) / len(dirs) * np.eye(len(dirs))
+        cand = moved(best, dirs, -np.linalg.solve(A, J.T @ r0))
+        s = score(cand)
+        kept = s > best_score
+        records.append({"round": r + 1, "parameters": len(dirs), "psnr_db": s, "kept": kept})
+        log(f"closed-loop round {r + 1} ({len(dirs)} parameters): {s:.2f} dB ({'kept' if kept else 'dropped'})")
+        if not kept:
+            break
+        best, best_score = cand, s
+    return best, best_score, records
