@@ -170,13 +170,14 @@ class Calibrator:
         what users look at, and a linear fit that is best on the latents is not always best on
         the image. Otherwise on the final latents.
         """
-        got, want = self._outputs(table, ref, seeds)
-        return psnr_db(got, want, peak=1.0) if self.metric == "image" else psnr_db(got, want)
+        return self.measure(table, ref, seeds)[1]
 
-    def residual(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> np.ndarray:
-        """What :meth:`evaluate` scores, as a flat float64 residual (cached minus full compute)."""
+    def measure(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> tuple[np.ndarray, float]:
+        """One cached run: what :meth:`evaluate` scores as a flat float64 residual (cached minus
+        full compute), and the score."""
         got, want = self._outputs(table, ref, seeds)
-        return (got.astype(np.float64) - want).reshape(-1)
+        score = psnr_db(got, want, peak=1.0) if self.metric == "image" else psnr_db(got, want)
+        return (got.astype(np.float64) - want).reshape(-1), score
 
     def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
         cfg = self.cfg
@@ -249,8 +250,8 @@ class Calibrator:
         closed: list[dict[str, Any]] = []
         if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
             table, score, closed = refine(
-                table, null_directions(table, f.exact), lambda t: self.residual(t, traj, eval_seeds),
-                lambda t: self.evaluate(t, traj, eval_seeds), score, rounds=cfg.closed_loop, log=self.log)
+                table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_seeds), score,
+                rounds=cfg.closed_loop, log=self.log)
         stats.update({"calibration_psnr_db": score, "calibration_metric": self.metric,
                       "schedule_search": search[:10], "refits": refits, "closed_loop": closed,
                       "fit_variants": variants,

@@ -58,8 +58,8 @@ def moved(table: CoefficientTable, dirs: list[Direction], theta: np.ndarray) -> 
     return replace(table, W=W)
 
 
-def refine(table: CoefficientTable, dirs: list[Direction], residual: Callable[[CoefficientTable], np.ndarray],
-           score: Callable[[CoefficientTable], float], base_score: float, rounds: int = 1,
+def refine(table: CoefficientTable, dirs: list[Direction],
+           measure: Callable[[CoefficientTable], tuple[np.ndarray, float]], base_score: float, rounds: int = 1,
            damping: float = 1e-2, delta: float = 1e-3,
            log: Callable[[str], None] = lambda s: None) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
     """Damped Gauss-Newton rounds on ``|residual(table)|^2`` over the directions ``dirs``.
@@ -67,9 +67,10 @@ def refine(table: CoefficientTable, dirs: list[Direction], residual: Callable[[C
     Args:
         table: the fitted table (its score on the calibration set is ``base_score``).
         dirs: from :func:`null_directions`.
-        residual: the flat float64 residual of a table (cached run minus full compute).
-        score: the calibration score of a table (higher is better, e.g. PSNR).
-        rounds: Gauss-Newton rounds; each costs ``len(dirs) + 2`` cached runs.
+        measure: one cached run of a table -> its flat float64 residual (cached run minus full
+            compute) and its calibration score (higher is better, e.g. PSNR).
+        rounds: Gauss-Newton rounds; the first costs ``len(dirs) + 2`` cached runs, later ones
+            ``len(dirs) + 1`` (the kept candidate's residual is reused).
         damping: ridge on the normal equations, relative to their mean diagonal.
         delta: forward-difference step on ``theta`` (directions have unit norm).
 
@@ -80,21 +81,21 @@ def refine(table: CoefficientTable, dirs: list[Direction], residual: Callable[[C
     if not dirs or rounds < 1:
         return table, base_score, records
     best, best_score = table, base_score
+    r0 = measure(best)[0]
     for r in range(rounds):
-        r0 = residual(best)
         J = np.empty((r0.size, len(dirs)), np.float64)  # (residual size, parameters)
         for n in range(len(dirs)):
             step = np.zeros(len(dirs))
             step[n] = delta
-            J[:, n] = (residual(moved(best, dirs, step)) - r0) / delta
+            J[:, n] = (measure(moved(best, dirs, step))[0] - r0) / delta
         A = J.T @ J
         A += damping * float(np.trace(A)) / len(dirs) * np.eye(len(dirs))
         cand = moved(best, dirs, -np.linalg.solve(A, J.T @ r0))
-        s = score(cand)
+        rc, s = measure(cand)
         kept = s > best_score
         records.append({"round": r + 1, "parameters": len(dirs), "psnr_db": s, "kept": kept})
         log(f"closed-loop round {r + 1} ({len(dirs)} parameters): {s:.2f} dB ({'kept' if kept else 'dropped'})")
         if not kept:
             break
-        best, best_score = cand, s
+        best, best_score, r0 = cand, s, rc
     return best, best_score, records

@@ -51,7 +51,7 @@ def test_gauss_newton_reaches_the_least_squares_minimiser() -> None:
     theta = lambda t: np.array([v @ (t.W[i] - table.W[i]) for i, v in dirs])  # noqa: E731
     residual = lambda t: A @ theta(t) - b  # noqa: E731
     score = lambda t: -float(np.sum(residual(t) ** 2))  # noqa: E731
-    best, s, rec = refine(table, dirs, residual, score, score(table), rounds=1, damping=1e-12)
+    best, s, rec = refine(table, dirs, lambda t: (residual(t), score(t)), score(table), rounds=1, damping=1e-12)
     want = np.linalg.lstsq(A, b, rcond=None)[0]
     np.testing.assert_allclose(theta(best), want, rtol=1e-5, atol=1e-6)
     assert len(rec) == 1 and rec[0]["kept"] and s == pytest.approx(score(best))
@@ -60,6 +60,6 @@ def test_gauss_newton_reaches_the_least_squares_minimiser() -> None:
 def test_a_round_that_does_not_improve_is_dropped() -> None:
     table = preset("lagrange2", SCHEDULE, 20, K=4)
     dirs = null_directions(table, 1)
-    best, s, rec = refine(table, dirs, lambda t: t.W.reshape(-1) - 1.0, lambda t: 0.0, 5.0, rounds=3)
+    best, s, rec = refine(table, dirs, lambda t: (t.W.reshape(-1) - 1.0, 0.0), 5.0, rounds=3)
     assert best is table and s == 5.0 and rec == [{"round": 1, "parameters": len(dirs), "psnr_db": 0.0, "kept": False}]
-    assert refine(table, [], lambda t: np.zeros(1), lambda t: 1.0, 2.0) == (table, 2.0, [])
+    assert refine(table, [], lambda t: (np.zeros(1), 1.0), 2.0) == (table, 2.0, [])
