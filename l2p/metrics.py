@@ -1,8 +1,29 @@
-"""Quality measures against a reference: PSNR and SSIM. Torch-free."""
+"""Measures of an array against a reference: relative errors, PSNR and SSIM. Torch-free.
+
+One home for them: export checks, backend and PyTorch validation, calibration and the benchmark
+all import these.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """Relative error ``||got - ref|| / ||ref||`` (Frobenius norms over the whole arrays, float64)."""
+    g, r = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.linalg.norm(g - r) / max(float(np.linalg.norm(r)), 1e-30))
+
+
+def max_errors(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """``(max |got - ref|, max |got - ref| / max |ref|)`` in float64 (same shapes; 0 for empty arrays).
+
+    The relative value is ``inf`` when ``ref`` is all zeros and ``got`` is not.
+    """
+    g, r = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    max_abs = float(np.abs(g - r).max()) if r.size else 0.0
+    scale = float(np.abs(r).max()) if r.size else 0.0
+    return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")))
 
 
 def psnr_db(got: np.ndarray, ref: np.ndarray, peak: float | None = None) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..metrics import rel_error
 from ..predictor.presets import preset
 from ..predictor.table import CoefficientTable
 
@@ -173,7 +174,7 @@ def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[
         if X is not None:
             U[i, :h] = w[h:2 * h]
             V[i] = w[2 * h]
-        residual[i] = float(np.linalg.norm(A @ w - y) / max(np.linalg.norm(y), 1e-30))
+        residual[i] = rel_error(A @ w, y)
     table = CoefficientTable(W, U, V, tuple(schedule), cfg.K, bool(X is not None))
     stats = {"fit_seconds": time.perf_counter() - t0, "trajectories": int(T), "ridge": cfg.ridge,
              "solver": cfg.solver, "rel_residual": {str(k): v for k, v in residual.items()},
