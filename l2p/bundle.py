@@ -258,3 +258,15 @@ def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
     }
     write_json(root / MANIFEST, manifest)
     return manifest
+
+
+def bundle_of(path: str | os.PathLike[str]) -> Bundle | None:
+    """The bundle that holds the file ``path`` (in its folder or the one above), or None.
+
+    Opened with :func:`open_bundle` without re-hashing its files (sizes, references and I/O specs
+    are still checked): a broken bundle is an :class:`ArtifactError`, not "no bundle".
+    """
+    for root in list(Path(path).resolve().parents)[:2]:
+        if (root / MANIFEST).is_file():
+            return open_bundle(root, verify=False)
+    return None

@@ -48,27 +48,22 @@ def cmd_export(a: argparse.Namespace) -> int:
 # validate ----------------------------------------------------------------------------------
 def cmd_validate(a: argparse.Namespace) -> int:
     if a.backend != "pytorch":
-        from .engine.trt_build import validate_backend
+        from .engine.trt_profiles import parse_dims
+        from .validation.backends import format_backend_report, validate_backend
 
-        report = validate_backend(a.bundle, a.backend)
-        print(json.dumps(report, indent=2) if a.json else _format_backend(report))
+        report = validate_backend(a.bundle, a.backend, dims=parse_dims(a.dims) if a.dims else None)
+        print(json.dumps(report, indent=2) if a.json else format_backend_report(report))
         return 0 if report["ok"] else 1
+    if a.dims:
+        raise InputError("--dims gives the sample shapes of --backend tensorrt/onnxruntime-cuda/onnxruntime-tensorrt "
+                         "validation; the PyTorch comparison takes its shapes from the bundle")
     if not a.model:
         raise InputError("validate needs --model MODEL (the diffusers folder the bundle was exported from)")
-    from .validate import format_report, validate
+    from .validation.pytorch import format_report, validate
 
     report = validate(a.bundle, a.model, a.conditioning, a.steps, a.seed, a.index)
     print(json.dumps(report, indent=2) if a.json else format_report(report))
     return 0 if report["ok"] else 1
-
-
-def _format_backend(report: dict[str, Any]) -> str:
-    lines = [f"{'graph/output':40s} {'max_abs':>10s} {'rel':>10s} {'limit':>8s}  result"]
-    for r in report["results"]:
-        lines.append(f"{r['graph'] + '/' + r['output']:40s} {r['max_abs']:10.3e} {r['rel']:10.3e} "
-                     f"{r['limit']:8.1e}  {'ok' if r['ok'] else 'FAIL'}")
-    lines.append("PASSED" if report["ok"] else "FAILED")
-    return "\n".join(lines)
 
 
 # sample ------------------------------------------------------------------------------------
@@ -153,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backend", default="pytorch",
                    help="pytorch (default: compare with the PyTorch model), or tensorrt / onnxruntime-cuda "
                         "(compare that backend with ONNX Runtime CPU)")
+    v.add_argument("--dims", help="sample dims for --backend validation, e.g. batch=1,img_seq=64 (needed for "
+                                  "onnxruntime-*; tensorrt default: the min shapes of the built plans)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=cmd_validate)
 

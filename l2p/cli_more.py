@@ -69,7 +69,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
-    from .engine.trt_build import build_plans, parse_dims
+    from .engine.trt_build import build_plans
+    from .engine.trt_profiles import parse_dims
 
     plans = build_plans(a.bundle, a.precision, min_dims=parse_dims(a.min) if a.min else None,
                         opt_dims=parse_dims(a.opt) if a.opt else None, max_dims=parse_dims(a.max) if a.max else None,

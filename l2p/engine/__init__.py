@@ -1,6 +1,6 @@
 """Torch-free runtime: one :class:`Engine` interface and lazily imported backends."""
 
 from .base import Engine
-from .registry import BACKENDS, load_engine
+from .registry import BACKENDS, device_backends, open_engine
 
-__all__ = ["BACKENDS", "Engine", "load_engine"]
+__all__ = ["BACKENDS", "Engine", "device_backends", "open_engine"]

@@ -2,7 +2,7 @@
 
 The loop does its scheduler arithmetic with operators on arrays from ``xp = get_xp(device)``.
 On the GPU those are cupy arrays and the engines read/write their device pointers directly
-(``TrtEngine.run_device`` / ``OrtDeviceEngine.run_device``), so latents never leave the device.
+(``Engine.run_device``), so latents never leave the device.
 
 Any object with ``__cuda_array_interface__`` (cupy, numba, :class:`l2p.engine.cuda.DeviceArray`)
 counts as a device array. cupy is optional (extra ``[gpu]``) and imported lazily.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,14 +28,28 @@ def import_cupy() -> ModuleType:
     return cupy
 
 
-def get_xp(device: str = "cpu") -> ModuleType:
-    """Array module for ``device``: numpy for ``"cpu"``, cupy for ``"cuda"``/``"cuda:N"``/``"gpu"``."""
+class ArrayMeta(NamedTuple):
+    """Shape and dtype name of an array, read without touching its data (what ``IOSpec.check_feed`` reads)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def device_index(device: str) -> int | None:
+    """CUDA ordinal of ``device``: None for ``"cpu"``, 0 for ``"cuda"``/``"gpu"``, N for ``"cuda:N"``."""
     d = device.lower()
     if d == "cpu":
-        return np
-    if d in ("cuda", "gpu") or (d.startswith("cuda:") and d[5:].isdigit()):
-        return import_cupy()
+        return None
+    if d in ("cuda", "gpu"):
+        return 0
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return int(d[5:])
     raise InputError(f"unknown device '{device}'; choose cpu, cuda or cuda:N")
+
+
+def get_xp(device: str = "cpu") -> ModuleType:
+    """Array module for ``device``: numpy for ``"cpu"``, cupy for ``"cuda"``/``"cuda:N"``/``"gpu"``."""
+    return np if device_index(device) is None else import_cupy()
 
 
 def is_device_array(x: Any) -> bool:
@@ -85,7 +99,8 @@ def current_stream(like: Any = None) -> int:
 
 
 def to_host(x: Any) -> np.ndarray:
-    """Copy any supported array (numpy, cupy, OrtValue, DeviceArray) to a numpy array."""
+    """``x`` as a numpy array: a numpy array itself; one device-to-host copy for a cupy array,
+    an :class:`l2p.engine.cuda.DeviceArray` (or anything with ``to_host()``) or an ``OrtValue``."""
     if isinstance(x, np.ndarray):
         return x
     if is_cupy(x):

@@ -1,4 +1,8 @@
-"""Backends chosen by name from a lazy registry (importing a backend happens on first use)."""
+"""One registry of engine backends, chosen by name; a backend's module is imported on first use.
+
+:func:`open_engine` is the only way the rest of l2p makes an engine: it checks the backend name,
+the backend's options (:meth:`Engine.options`) and the device before the backend builds anything.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from typing import Any
 from ..errors import InputError
 from ..spec import IOSpec
 from .base import Engine
+from .device_array import device_index
 
-#: backend name -> (module, factory function)
+#: backend name -> (module, Engine subclass)
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("l2p.engine.onnxruntime_backend", "OrtEngine"),
     "onnxruntime-cuda": ("l2p.engine.onnxruntime_backend", "OrtEngine"),
@@ -19,49 +24,44 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
-def load_engine(
-    backend: str, onnx_path: str | os.PathLike[str], spec: IOSpec, name: str = "graph", **options: Any
-) -> Engine:
-    """Create an :class:`Engine` for ``onnx_path`` on ``backend`` (see :data:`BACKENDS`)."""
+def engine_class(backend: str) -> type[Engine]:
+    """The :class:`Engine` subclass of ``backend`` (imports its module)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend '{backend}'; choose one of {sorted(BACKENDS)}")
-    module, factory = BACKENDS[backend]
-    cls = getattr(importlib.import_module(module), factory)
-    if backend.startswith("onnxruntime"):
-        from .onnxruntime_backend import PROVIDERS
-
-        options.setdefault("provider", PROVIDERS[backend])
-    engine: Engine = cls(onnx_path, spec, name=name, **options)
-    return engine
+    module, name = BACKENDS[backend]
+    cls: type[Engine] = getattr(importlib.import_module(module), name)
+    return cls
 
 
-#: backends whose engines keep their I/O on the GPU (``Engine.run_device``): name -> (module, class)
-DEVICE_BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime-cuda": ("l2p.engine.ort_device", "OrtDeviceEngine"),
-    "onnxruntime-tensorrt": ("l2p.engine.ort_device", "OrtDeviceEngine"),
-    "tensorrt": ("l2p.engine.tensorrt_backend", "TrtEngine"),
-}
+def device_backends() -> list[str]:
+    """The backends whose engines keep their I/O on a CUDA device (``Engine.run_device``)."""
+    return [b for b in BACKENDS if engine_class(b).supports_device_io(b)]
 
 
-def load_device_engine(
-    backend: str, onnx_path: str | os.PathLike[str] | bytes, spec: IOSpec, name: str = "graph",
-    device_id: int = 0, **options: Any
-) -> Engine:
-    """An engine on CUDA device ``device_id`` whose ``run_device`` takes and returns device arrays.
+def open_engine(backend: str, source: str | os.PathLike[str] | bytes, spec: IOSpec, *, name: str = "graph",
+                device: str = "cpu", **options: Any) -> Engine:
+    """An :class:`Engine` for the graph ``source`` on ``backend``.
 
-    ``onnx_path`` may be serialized model bytes for the ONNX Runtime backends (in-memory predictors).
+    Args:
+        backend: a name in :data:`BACKENDS`.
+        source: the ``.onnx`` file, or serialized model bytes (ONNX Runtime backends only).
+        spec: the graph's I/O spec.
+        name: used in messages (e.g. ``"transformer"``).
+        device: where the engine's I/O lives: ``"cpu"`` (host arrays through ``run``; GPU backends
+            then compute on CUDA device 0) or ``"cuda"``/``"cuda:N"`` (CUDA device N; ``run_device``
+            takes its arrays, ``run`` still works).
+        options: the backend's own options (``engine_class(backend).options()``), e.g. ``threads``
+            (ONNX Runtime) or ``use_cuda_graph`` (TensorRT).
+
+    Raises :class:`InputError` for an unknown backend, an option the backend does not take, or a
+    CUDA device for a backend without device I/O.
     """
-    if backend not in DEVICE_BACKENDS:
-        raise InputError(f"backend '{backend}' cannot keep arrays on the GPU; with a cuda device choose one "
-                         f"of {sorted(DEVICE_BACKENDS)}")
-    module, factory = DEVICE_BACKENDS[backend]
-    cls = getattr(importlib.import_module(module), factory)
-    if backend == "tensorrt":
-        options["device"] = device_id
-    else:
-        from .onnxruntime_backend import PROVIDERS
-
-        options.setdefault("provider", PROVIDERS[backend])
-        options["device_id"] = device_id
-    engine: Engine = cls(onnx_path, spec, name=name, **options)
-    return engine
+    cls = engine_class(backend)
+    unknown = sorted(set(options) - set(cls.options()))
+    if unknown:
+        raise InputError(f"backend '{backend}' has no option {', '.join(unknown)}; "
+                         f"its options are {', '.join(cls.options()) or 'none'}")
+    if device_index(device) is not None and not cls.supports_device_io(backend):
+        raise InputError(f"backend '{backend}' cannot keep arrays on the GPU; with device {device} choose one "
+                         f"of {device_backends()}, or use device cpu")
+    return cls(source, spec, name, backend=backend, device=device, **options)

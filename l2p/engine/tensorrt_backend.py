@@ -4,8 +4,9 @@
 ``TrtEngine.run_device`` takes and returns device arrays (cupy, or any object with
 ``__cuda_array_interface__``) without host copies, ordered against the caller's cupy stream.
 
-Plans come from the cache that ``l2p build`` fills (:mod:`l2p.engine.trt_build`); a plan built
-for another TensorRT version, GPU, graph, precision or profile is refused, never run.
+Plans come from the cache that ``l2p build`` fills (:mod:`l2p.engine.trt_build`, keys and cache
+in :mod:`l2p.engine.trt_plans`); a plan built for another TensorRT version, GPU, graph, precision
+or profile is refused, never run.
 """
 
 from __future__ import annotations
@@ -15,39 +16,29 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from ..bundle import Bundle, bundle_of
 from ..errors import ArtifactError, InputError, L2PError
 from ..precision import Precision
 from ..spec import IOSpec
 from .base import Engine
-from .device_array import current_stream, device_meta, device_ptr, empty
-from .trt_build import (
+from .device_array import ArrayMeta, current_stream, device_index, device_ptr, empty
+from .trt_build import build_plan_bytes, import_tensorrt, trt_logger
+from .trt_plans import (
     PlanFields,
-    _fill_dims,
     build_mode,
-    build_plan_bytes,
     declared_precision,
-    derive_profiles,
-    find_bundle,
     graph_name_of,
     graph_sha256,
-    import_tensorrt,
     load_plan,
     plans_dir,
     read_sidecar,
     select_plan,
-    trt_logger,
 )
-
-
-class _Meta(NamedTuple):
-    """Shape and dtype of a device array, for ``IOSpec.check_feed``."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
+from .trt_profiles import derive_profiles, fill_dims
 
 
 class TrtEngine(Engine):
@@ -61,44 +52,57 @@ class TrtEngine(Engine):
       ONNX file lies in a bundle), as made by ``l2p build``.
 
     Args:
-        onnx_path: the graph's ``.onnx`` file.
+        source: the graph's ``.onnx`` file.
         spec: its I/O spec.
         name: used in messages.
+        backend: ``tensorrt`` (the registry name).
+        device: ``cuda[:N]``: CUDA device N; ``cpu``: host I/O through ``run`` on device 0.
+        bundle: the opened bundle that holds the graph (graph hash from its manifest, plan cache
+            ``BUNDLE/plans/<graph>``); default: the bundle whose folder holds ``source``, if any.
+        plan_dir: where to look for cached plans instead.
         precision: plan precision to require (None: any cached plan / the graph's own precision).
         use_cuda_graph: capture one CUDA graph per input-shape combination and replay it.
-        device: CUDA device ordinal.
     """
 
     backend = "tensorrt"
+    device_io = True
 
     def __init__(
         self,
-        onnx_path: str | os.PathLike[str],
+        source: str | os.PathLike[str] | bytes,
         spec: IOSpec,
         name: str = "graph",
+        *,
+        backend: str = "tensorrt",
+        device: str = "cpu",
+        bundle: Bundle | None = None,
         plan_dir: str | os.PathLike[str] | None = None,
         precision: Precision | str | None = None,
-        *,
         plan_path: str | os.PathLike[str] | None = None,
         min_dims: Mapping[str, int] | None = None,
         opt_dims: Mapping[str, int] | None = None,
         max_dims: Mapping[str, int] | None = None,
         use_cuda_graph: bool = False,
-        device: int = 0,
     ) -> None:
         super().__init__(name, spec)
+        if isinstance(source, bytes):
+            raise InputError(f"{name}: the {backend} backend builds from an .onnx file, not in-memory model bytes; "
+                             "save the graph or use an onnxruntime backend")
         trt = import_tensorrt()
         from . import cuda
 
         self._cuda = cuda
-        cuda.set_device(device)
-        self.trt_version, self.compute_capability = str(trt.__version__), cuda.compute_capability(device)
-        onnx_path = Path(onnx_path).resolve()
-        root, manifest = find_bundle(onnx_path) or (None, {})
+        ordinal = device_index(device) or 0
+        cuda.set_device(ordinal)
+        self.trt_version, self.compute_capability = str(trt.__version__), cuda.compute_capability(ordinal)
+        onnx_path = Path(source).resolve()
+        bundle = bundle if bundle is not None else bundle_of(onnx_path)
+        root = bundle.root.resolve() if bundle is not None else None
+        manifest = bundle.manifest if bundle is not None else {}
         onnx_sha = graph_sha256(onnx_path, root, manifest.get("files"))
         self.plan_path: Path | None = None
         if min_dims or opt_dims or max_dims:
-            lo, mid, hi = _fill_dims(dict(min_dims or {}), dict(opt_dims or {}), dict(max_dims or {}))
+            lo, mid, hi = fill_dims(dict(min_dims or {}), dict(opt_dims or {}), dict(max_dims or {}))
             self.profiles = tuple(derive_profiles(spec, lo, mid, hi))
             graph_prec = declared_precision(onnx_path, manifest)
             self.precision = Precision.parse(precision) if precision is not None else graph_prec
@@ -109,12 +113,12 @@ class TrtEngine(Engine):
                 fields = PlanFields.from_dict(read_sidecar(Path(plan_path).with_suffix(".json")))
             else:
                 if plan_dir is None:
-                    if root is None:
+                    if bundle is None:
                         raise InputError(
                             f"{name}: {onnx_path} is not inside a bundle; pass plan_dir=, plan_path= or "
                             "min/opt/max dims to build a plan in memory"
                         )
-                    plan_dir = plans_dir(root, graph_name_of(root, manifest, onnx_path) or name)
+                    plan_dir = plans_dir(bundle.root, graph_name_of(bundle, onnx_path) or name)
                 plan_path, fields = select_plan(plan_dir, onnx_sha, self.trt_version,
                                                 self.compute_capability, precision)
             self.precision = Precision.parse(precision if precision is not None else fields.precision)
@@ -241,7 +245,8 @@ class TrtEngine(Engine):
         self.stream.synchronize()
         return outs
 
-    def run_device(self, feed: Mapping[str, Any], check: bool = True) -> dict[str, Any]:
+    def _run_device(self, feed: Mapping[str, Any], metas: Mapping[str, ArrayMeta],
+                    dims: Mapping[str, int] | None) -> dict[str, Any]:
         """Run on device arrays (cupy or ``__cuda_array_interface__``); returns new device arrays.
 
         Outputs are cupy arrays when the inputs are cupy, else :class:`l2p.engine.cuda.DeviceArray`.
@@ -249,9 +254,6 @@ class TrtEngine(Engine):
         is copied to the host. With ``use_cuda_graph`` the inputs/outputs go through the engine's
         fixed buffers (device-to-device copies) so the captured addresses stay valid.
         """
-        metas = {n: _Meta(*device_meta(x, f"{self.name} input '{n}'")) for n, x in feed.items()}
-        if check:
-            self.spec.check_feed(metas, what=f"{self.name} engine")
         like = feed[self._inputs[0]]
         caller, s = current_stream(like), self.stream.ptr
         self._cuda.stream_order(caller, s, self._event)  # wait for whoever produced the inputs

@@ -19,7 +19,9 @@ import torch
 
 from ..atomic import write_json
 from ..bundle import MANIFEST, open_bundle, write_manifest
+from ..engine.registry import open_engine
 from ..errors import ArtifactError, InputError, L2PError
+from ..metrics import rel_error
 from ..models import model_defaults, read_json, resolve_model
 from ..precision import FORWARD_RTOL, Precision, torch_dtype
 from .base import ExportGraph, FamilyAdapter
@@ -107,15 +109,10 @@ def _save_graph(graph: ExportGraph, out: Path, precision: Precision, args: tuple
 
 def _check_graph(adapter: FamilyAdapter, graph: ExportGraph, out: Path, precision: Precision) -> float:
     """Relative error of the exported transformer vs. the diffusers forward on sample inputs."""
-    from ..engine.onnxruntime_backend import OrtEngine
-
     feed = adapter.sample_feed(graph.trace_dims, seed=1)
     feed = {k: feed[k] for k in graph.spec.input_names}
-    got = OrtEngine(out / graph.name / "model.onnx", graph.spec, name=graph.name).run(feed)["sample"]
-    ref = adapter.reference(feed)["sample"]
-    import numpy as np
-
-    err = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+    engine = open_engine("onnxruntime", out / graph.name / "model.onnx", graph.spec, name=graph.name)
+    err = rel_error(engine.run(feed)["sample"], adapter.reference(feed)["sample"])
     if not err <= FORWARD_RTOL[precision] * 10:
         raise L2PError(f"exported {graph.name} differs from PyTorch: relative error {err:.3g}")
     return err

@@ -30,7 +30,6 @@ import numpy as np
 
 from ..atomic import load_npz, save_npz, sha256_file, write_bytes, write_json
 from ..bundle import check_external_data
-from ..engine.base import Engine
 from ..errors import ArtifactError, InputError, MismatchError
 from ..spec import IOSpec, TensorSpec
 from .graph import build_predictor_graph, predictor_io_spec
@@ -99,12 +98,6 @@ class Predictor:
     @property
     def uses_latents(self) -> bool:
         return self.table.uses_latents
-
-    def engine(self, backend: str = "onnxruntime", **options: Any) -> Engine:
-        """Load ``predictor.onnx`` on ``backend`` (see :func:`l2p.engine.load_engine`)."""
-        from ..engine.registry import load_engine
-
-        return load_engine(backend, self.onnx_path, self.io_spec, name=f"predictor '{self.name}'", **options)
 
 
 def remake_hint(name: str, method: str, num_steps: int, full_steps: int, tap: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.base import Engine
+from ..engine.device_array import to_host
 from ..errors import NumericalError
 from ..predictor.table import CoefficientTable
 from .families.base import FamilyRuntime
@@ -86,11 +87,6 @@ def _taps(out: dict[str, Any]) -> dict[str, Any]:
     return {tap: out[name] for tap, name in TAPS.items() if name in out}
 
 
-def to_host(xp: ModuleType, x: Any) -> np.ndarray:
-    """``x`` as a numpy array: itself for numpy, one device-to-host copy for cupy (``xp.asnumpy``)."""
-    return np.asarray(x) if xp is np else xp.asnumpy(x)
-
-
 def _run(engine: Engine, feed: dict[str, Any], check: bool, device: bool) -> dict[str, Any]:
     """``engine.run`` on host arrays, or ``engine.run_device`` on device arrays (outputs stay there)."""
     return engine.run_device(feed, check=check) if device else engine.run(feed, check=check)
@@ -115,7 +111,7 @@ class FiniteFlags:
             self.check()
 
     def check(self) -> None:
-        bad = np.flatnonzero(~to_host(self.xp, self.ok))
+        bad = np.flatnonzero(~to_host(self.ok))
         if bad.size:
             i = int(bad[0])
             raise NumericalError(
@@ -196,5 +192,5 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any
         if progress is not None:
             progress(i)
     flags.check()  # the one read-back of the NaN/Inf flags on a device
-    result.latents = to_host(xp, latents)
+    result.latents = to_host(latents)
     return result

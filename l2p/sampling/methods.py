@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..bundle import Bundle
 from ..engine.base import Engine
-from ..engine.onnxruntime_backend import OrtEngine
+from ..engine.registry import open_engine
 from ..errors import InputError, MismatchError
 from ..predictor.artifact import load_predictor
 from ..predictor.graph import OUTPUT, build_predictor_graph, predictor_io_spec
@@ -26,7 +26,7 @@ EngineFactory = Callable[[str | os.PathLike[str] | bytes, IOSpec, str], Engine]
 
 def host_engines(threads: int | None = None) -> EngineFactory:
     """ONNX Runtime CPU engines, the default for predictor and head graphs."""
-    return lambda source, spec, name: OrtEngine(source, spec, name=name, threads=threads)
+    return lambda source, spec, name: open_engine("onnxruntime", source, spec, name=name, threads=threads)
 
 
 @dataclass(frozen=True)

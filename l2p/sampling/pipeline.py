@@ -14,7 +14,7 @@ import numpy as np
 from ..bundle import Bundle, open_bundle
 from ..engine.base import Engine
 from ..engine.device_array import get_xp
-from ..engine.registry import DEVICE_BACKENDS, load_device_engine, load_engine
+from ..engine.registry import device_backends, open_engine
 from ..errors import InputError, NumericalError
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
@@ -72,8 +72,8 @@ class Sampler:
                              "(FLUX.1-dev uses 3.5)")
         if use_cuda_graph and backend != "tensorrt":
             raise InputError(f"CUDA graphs need --backend tensorrt, not {backend}")
-        if device.lower() != "cpu" and backend not in DEVICE_BACKENDS:
-            raise InputError(f"--device {device} needs a GPU backend ({', '.join(sorted(DEVICE_BACKENDS))}); "
+        if device.lower() != "cpu" and backend not in device_backends():
+            raise InputError(f"--device {device} needs a GPU backend ({', '.join(sorted(device_backends()))}); "
                              f"{backend} runs on the CPU: use --device cpu")
         self.xp = get_xp(device)  # numpy, or cupy (MissingDependencyError naming l2p[gpu] without it)
         self.on_device = self.xp is not np
@@ -93,18 +93,17 @@ class Sampler:
             opts: dict[str, Any] = {"threads": self.threads} if self.backend.startswith("onnxruntime") else {}
             if self.use_cuda_graph:
                 opts["use_cuda_graph"] = True
-            path, spec = self.bundle.onnx_path(graph), self.bundle.spec(graph)
-            if self.on_device:
-                self._engines[graph] = load_device_engine(self.backend, path, spec, name=graph,
-                                                          device_id=self.device_id, **opts)
-            else:
-                self._engines[graph] = load_engine(self.backend, path, spec, name=graph, **opts)
+            if self.backend == "tensorrt":
+                opts["bundle"] = self.bundle  # its plan cache and graph hashes, without reopening it
+            device = f"cuda:{self.device_id}" if self.on_device else "cpu"
+            self._engines[graph] = open_engine(self.backend, self.bundle.onnx_path(graph), self.bundle.spec(graph),
+                                               name=graph, device=device, **opts)
         return self._engines[graph]
 
     def _aux_engine(self, source: str | os.PathLike[str] | bytes, spec: Any, name: str) -> Engine:
         """Predictor/head engines on the GPU: ONNX Runtime's CUDA provider with device I/O."""
-        return load_device_engine("onnxruntime-cuda", source, spec, name=name, device_id=self.device_id,
-                                  threads=self.threads)
+        return open_engine("onnxruntime-cuda", source, spec, name=name, device=f"cuda:{self.device_id}",
+                           threads=self.threads)
 
     # conditioning ---------------------------------------------------------------------------
     def encode(self, prompts: list[str]) -> dict[str, np.ndarray]:

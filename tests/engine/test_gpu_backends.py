@@ -22,10 +22,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from l2p.bundle import write_manifest
-from l2p.engine import Engine, load_engine
-from l2p.engine.device_array import device_meta, device_ptr, get_xp, to_host
-from l2p.engine.onnxruntime_backend import OrtEngine
-from l2p.engine.ort_device import OrtDeviceEngine, check_device_provider
+from l2p.engine import Engine, open_engine
+from l2p.engine.device_array import device_index, device_meta, device_ptr, get_xp, to_host
+from l2p.engine.onnxruntime_backend import OrtEngine, session_providers
 from l2p.errors import InputError, MismatchError, MissingDependencyError
 from l2p.spec import IOSpec, TensorSpec
 
@@ -73,6 +72,10 @@ def test_get_xp() -> None:
     assert get_xp("cpu") is np
     with pytest.raises(InputError, match="unknown device"):
         get_xp("tpu")
+    assert [device_index(d) for d in ("cpu", "CPU", "cuda", "gpu", "cuda:3")] == [None, None, 0, 0, 3]
+    for bad in ("cuda:", "cuda:x", "tpu"):
+        with pytest.raises(InputError, match="unknown device"):
+            device_index(bad)
 
 
 @pytest.mark.skipif(HAS_CUPY, reason="cupy is installed")
@@ -95,30 +98,30 @@ def test_device_array_helpers() -> None:
         to_host([1, 2])
 
 
-def test_check_device_provider() -> None:
+def test_session_providers() -> None:
     with pytest.raises(MissingDependencyError, match=r"l2p\[gpu\]"):
-        check_device_provider("CUDAExecutionProvider", ["CPUExecutionProvider"])
+        session_providers("CUDAExecutionProvider", ["CPUExecutionProvider"])
     with pytest.raises(MissingDependencyError, match=r"l2p\[tensorrt\]"):
-        check_device_provider("TensorrtExecutionProvider", ["CPUExecutionProvider"])
-    with pytest.raises(InputError, match="OrtEngine"):
-        check_device_provider("CPUExecutionProvider", ["CPUExecutionProvider"])
+        session_providers("TensorrtExecutionProvider", ["CPUExecutionProvider"])
+    assert session_providers("CPUExecutionProvider", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     both = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert check_device_provider("TensorrtExecutionProvider", both) == both[:2]
-    assert check_device_provider("CUDAExecutionProvider", both) == ["CUDAExecutionProvider"]
+    assert session_providers("TensorrtExecutionProvider", both) == both[:2]
+    assert session_providers("CUDAExecutionProvider", both) == ["CUDAExecutionProvider"]
 
 
 @pytest.mark.skipif(HAS_CUDA_EP, reason="the CUDA provider is available")
-def test_ort_device_engine_without_cuda_provider(tmp_path: Path) -> None:
+def test_ort_cuda_engine_without_cuda_provider(tmp_path: Path) -> None:
     root = tiny_bundle(tmp_path / "b")
-    with pytest.raises(MissingDependencyError, match="CUDAExecutionProvider"):
-        OrtDeviceEngine(root / "transformer" / "model.onnx", SPEC)
+    for device in ("cpu", "cuda"):
+        with pytest.raises(MissingDependencyError, match="CUDAExecutionProvider"):
+            open_engine("onnxruntime-cuda", root / "transformer" / "model.onnx", SPEC, device=device)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed")
 def test_trt_engine_without_tensorrt(tmp_path: Path) -> None:
     root = tiny_bundle(tmp_path / "b")
     with pytest.raises(MissingDependencyError, match=r"pip install 'l2p\[tensorrt\]'"):
-        load_engine("tensorrt", root / "transformer" / "model.onnx", SPEC, name="transformer")
+        open_engine("tensorrt", root / "transformer" / "model.onnx", SPEC, name="transformer")
 
 
 @pytest.mark.skipif(HAS_CUDA_PYTHON, reason="cuda-python is installed")
@@ -131,8 +134,10 @@ def test_cuda_helpers_without_cuda_python() -> None:
 
 def test_gpu_modules_import_nothing_heavy() -> None:
     code = (
-        "import sys, l2p.engine.trt_build, l2p.engine.tensorrt_backend, l2p.engine.ort_device, "
-        "l2p.engine.cuda, l2p.engine.device_array\n"
+        "import sys, l2p.engine.trt_build, l2p.engine.trt_plans, l2p.engine.trt_profiles, "
+        "l2p.engine.tensorrt_backend, l2p.engine.onnxruntime_backend, l2p.engine.registry, "
+        "l2p.engine.cuda, l2p.engine.device_array, l2p.validation.backends\n"
+        "from l2p.engine import device_backends; device_backends()\n"
         "bad = [m for m in ('torch', 'tensorrt', 'cupy', 'cuda') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -173,7 +178,7 @@ def test_build_plans_and_trt_engine_match_ort(trt_bundle: Path) -> None:
     assert build_plans(trt_bundle, progress=False, **dims) == plans  # idempotent: skipped
     assert plan.stat().st_mtime_ns == mtime
 
-    engine = load_engine("tensorrt", trt_bundle / "transformer" / "model.onnx", SPEC, name="transformer")
+    engine: Any = open_engine("tensorrt", trt_bundle / "transformer" / "model.onnx", SPEC, name="transformer")
     assert engine.plan_path == plan
     for shape in [(1, 16, 8), (2, 64, 8), (1, 1, 8), (2, 5, 8)]:
         feed = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
@@ -251,12 +256,13 @@ def cuda_ep_bundle(tmp_path: Path) -> Path:
 
 @pytest.mark.gpu
 def test_ort_device_run_device_ortvalue_roundtrip(cuda_ep_bundle: Path) -> None:
-    engine = OrtDeviceEngine(cuda_ep_bundle / "transformer" / "model.onnx", SPEC, name="t")
+    engine: Any = open_engine("onnxruntime-cuda", cuda_ep_bundle / "transformer" / "model.onnx", SPEC, name="t",
+                              device="cuda")
     x = np.random.default_rng(4).standard_normal((2, 5, 8)).astype(np.float32)
     out: Any = engine.run_device({"x": engine.to_device(x)})["y"]
     assert out.device_name().lower() == "cuda"
     ref = _ort_cpu(cuda_ep_bundle, {"x": x})["y"]
-    np.testing.assert_allclose(engine.to_host(out), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_host(out), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(engine.run({"x": x})["y"], ref, rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="run_device input"):
         engine.run_device({"x": x})
@@ -268,7 +274,8 @@ def test_ort_device_run_device_cupy(cuda_ep_bundle: Path) -> None:
         pytest.skip("cupy is not installed (pip install 'l2p[gpu]')")
     import cupy as cp
 
-    engine = OrtDeviceEngine(cuda_ep_bundle / "transformer" / "model.onnx", SPEC, name="t")
+    engine = open_engine("onnxruntime-cuda", cuda_ep_bundle / "transformer" / "model.onnx", SPEC, name="t",
+                         device="cuda:0")
     x = np.random.default_rng(5).standard_normal((1, 7, 8)).astype(np.float32)
     out = engine.run_device({"x": cp.asarray(x)})["y"]
     assert isinstance(out, cp.ndarray) and out.shape == (1, 7, 8)
@@ -463,7 +470,8 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeRuntime:
 
 def test_fake_gpu_build_load_run(tmp_path: Path, fake_gpu: _FakeRuntime) -> None:
     from l2p.engine import cuda
-    from l2p.engine.trt_build import build_plans, validate_backend
+    from l2p.engine.trt_build import build_plans
+    from l2p.validation.backends import format_backend_report, validate_backend
 
     root = tiny_bundle(tmp_path / "b")
     dims = dict(min_dims={"batch": 1, "seq": 1}, opt_dims={"batch": 1, "seq": 16}, max_dims={"batch": 2, "seq": 64})
@@ -471,9 +479,10 @@ def test_fake_gpu_build_load_run(tmp_path: Path, fake_gpu: _FakeRuntime) -> None
     plans = build_plans(root, timing_cache=cache, progress=False, **dims)
     assert cache.read_bytes() == b"timing"
     assert build_plans(root, progress=False, **dims) == plans
-    engine = load_engine("tensorrt", root / "transformer" / "model.onnx", SPEC, name="transformer", use_cuda_graph=True)
+    engine: Any = open_engine("tensorrt", root / "transformer" / "model.onnx", SPEC, name="transformer",
+                              use_cuda_graph=True)
     assert engine.plan_path == plans["transformer"] and engine.compute_capability == "9.0"
-    plain = load_engine("tensorrt", root / "transformer" / "model.onnx", SPEC, name="transformer")
+    plain = open_engine("tensorrt", root / "transformer" / "model.onnx", SPEC, name="transformer", device="cuda")
     rng, kept = np.random.default_rng(0), []
     for shape in [(1, 16, 8), (1, 16, 8), (2, 64, 8), (1, 3, 8), (1, 16, 8)]:
         feed = {"x": rng.standard_normal(shape).astype(np.float32)}
@@ -495,23 +504,22 @@ def test_fake_gpu_build_load_run(tmp_path: Path, fake_gpu: _FakeRuntime) -> None
     assert report["ok"] and report["graphs"]["transformer"]["plan"] is None
     (row,) = report["results"]
     assert row["graph"] == "transformer" and row["output"] == "y" and row["rel"] < row["limit"] == 1e-4
-    from l2p.cli import _format_backend
-
-    assert "PASSED" in _format_backend(report)
+    assert "PASSED" in format_backend_report(report)
 
 
 def test_ort_device_binding_logic_on_cpu(tmp_path: Path) -> None:
     """run_device's io_binding calls, with host memory standing in for the device."""
     root = tiny_bundle(tmp_path / "b")
-    engine = OrtDeviceEngine.__new__(OrtDeviceEngine)  # skip the GPU-provider check, keep the logic
+    engine = OrtEngine.__new__(OrtEngine)  # skip the GPU-provider check, keep the logic
     Engine.__init__(engine, "t", SPEC)
     engine.session = ort.InferenceSession(str(root / "transformer" / "model.onnx"), providers=["CPUExecutionProvider"])
     engine._ortvalue, engine._outputs, engine.device_id, engine.device_type = ort.OrtValue, ["y"], 0, "cpu"
+    engine.device_io = True
     x = np.random.default_rng(6).standard_normal((2, 3, 8)).astype(np.float32)
     ref = _ort_cpu(root, {"x": x})["y"]
     out = engine.run_device({"x": engine.to_device(x)})["y"]
     assert isinstance(out, ort.OrtValue)
-    np.testing.assert_allclose(engine.to_host(out), ref, rtol=1e-6)
+    np.testing.assert_allclose(to_host(out), ref, rtol=1e-6)
     by_pointer = FakeDeviceArray(x.shape)
     by_pointer.__cuda_array_interface__["data"] = (x.ctypes.data, False)
     np.testing.assert_allclose(to_host(engine.run_device({"x": by_pointer})["y"]), ref, rtol=1e-6)

@@ -1,4 +1,5 @@
-"""TensorRT profiles, plan keys, the plan cache and precision rules: all without TensorRT.
+"""TensorRT profiles, plan keys, the plan cache, precision rules and build_plans' argument checks:
+all without TensorRT (:mod:`l2p.engine.trt_profiles`, :mod:`l2p.engine.trt_plans`, :mod:`l2p.engine.trt_build`).
 
 The "current" environment (TensorRT version, compute capability) is injected, so refusal of
 foreign or tampered plans is checked here on CPU.
@@ -15,9 +16,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from l2p.bundle import write_manifest
-from l2p.engine import trt_build as tb
-from l2p.engine.trt_build import PlanFields, ProfileShape
+from l2p.bundle import bundle_of, write_manifest
+from l2p.engine import trt_build, trt_plans, trt_profiles
+from l2p.engine.trt_plans import PlanFields
+from l2p.engine.trt_profiles import ProfileShape
 from l2p.errors import ArtifactError, InputError, MismatchError, MissingDependencyError
 from l2p.precision import Precision
 from l2p.spec import IOSpec, TensorSpec
@@ -78,16 +80,16 @@ def fields(**over: object) -> PlanFields:
 
 
 def test_parse_dims() -> None:
-    assert tb.parse_dims("batch=1,img_seq=256") == {"batch": 1, "img_seq": 256}
-    assert tb.parse_dims(" batch = 2 , txt_seq=77, ") == {"batch": 2, "txt_seq": 77}
-    assert tb.parse_dims("") == {}
+    assert trt_profiles.parse_dims("batch=1,img_seq=256") == {"batch": 1, "img_seq": 256}
+    assert trt_profiles.parse_dims(" batch = 2 , txt_seq=77, ") == {"batch": 2, "txt_seq": 77}
+    assert trt_profiles.parse_dims("") == {}
     for bad in ("batch", "batch=0", "batch=x", "batch=-1", "1a=3", "batch=1,batch=2"):
         with pytest.raises(InputError):
-            tb.parse_dims(bad)
+            trt_profiles.parse_dims(bad)
 
 
 def test_derive_profiles() -> None:
-    profiles = tb.derive_profiles(SPEC, {"batch": 1, "img_seq": 16}, {"batch": 1, "img_seq": 64},
+    profiles = trt_profiles.derive_profiles(SPEC, {"batch": 1, "img_seq": 16}, {"batch": 1, "img_seq": 64},
                                   {"batch": 2, "img_seq": 256, "txt_seq": 512})
     assert profiles == [
         ("x", (1, 16, 8), (1, 64, 8), (2, 256, 8)),
@@ -106,17 +108,17 @@ def test_derive_profiles() -> None:
 ])
 def test_derive_profiles_errors(lo: dict, mid: dict, hi: dict, needle: str) -> None:
     with pytest.raises(InputError, match=needle):
-        tb.derive_profiles(SPEC, lo, mid, hi)
+        trt_profiles.derive_profiles(SPEC, lo, mid, hi)
 
 
 def test_dims_helpers() -> None:
     dims = {"batch": 1, "transformer": {"img_seq": 64}, "vae": {"h": 8}}
-    assert tb.dims_for_graph(dims, "transformer") == {"batch": 1, "img_seq": 64}
-    assert tb.dims_for_graph(None, "x") == {}
-    assert tb._fill_dims({}, {"b": 2}, {}) == ({"b": 2}, {"b": 2}, {"b": 2})
-    profiles = tb.derive_profiles(SPEC, {"batch": 1, "img_seq": 16}, {"batch": 1, "img_seq": 64},
+    assert trt_profiles.dims_for_graph(dims, "transformer") == {"batch": 1, "img_seq": 64}
+    assert trt_profiles.dims_for_graph(None, "x") == {}
+    assert trt_profiles.fill_dims({}, {"b": 2}, {}) == ({"b": 2}, {"b": 2}, {"b": 2})
+    profiles = trt_profiles.derive_profiles(SPEC, {"batch": 1, "img_seq": 16}, {"batch": 1, "img_seq": 64},
                                   {"batch": 2, "img_seq": 256})
-    assert tb.dims_from_profiles(SPEC, profiles, "max") == {"batch": 2, "img_seq": 256}
+    assert trt_profiles.dims_from_profiles(SPEC, profiles, "max") == {"batch": 2, "img_seq": 256}
 
 
 # -- keys -----------------------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def test_plan_key_stable_and_canonical() -> None:
     f = fields()
     assert f.key == fields().key
     assert len(f.key) == 64 and int(f.key, 16) >= 0
-    assert tb.plan_key(f.onnx_sha256, f.trt_version, f.compute_capability, Precision.FP16, f.profiles) == f.key
+    assert trt_plans.plan_key(f.onnx_sha256, f.trt_version, f.compute_capability, Precision.FP16, f.profiles) == f.key
     assert PlanFields.from_dict(json.loads(json.dumps(f.to_dict()))).key == f.key
 
 
@@ -147,16 +149,16 @@ def test_plan_key_sensitive(change: dict) -> None:
 
 def test_save_select_load_roundtrip(tmp_path: Path) -> None:
     f = fields()
-    path = tb.save_plan(tmp_path, f, b"PLAN" * 10, graph="transformer")
+    path = trt_plans.save_plan(tmp_path, f, b"PLAN" * 10, graph="transformer")
     assert path.name == f"{f.key}.plan"
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["key"] == f.key and side["plan_size"] == 40 and side["graph"] == "transformer"
-    found, got = tb.select_plan(tmp_path, f.onnx_sha256, f.trt_version, f.compute_capability)
+    found, got = trt_plans.select_plan(tmp_path, f.onnx_sha256, f.trt_version, f.compute_capability)
     assert found == path and got == f
-    assert tb.load_plan(path, f) == b"PLAN" * 10
+    assert trt_plans.load_plan(path, f) == b"PLAN" * 10
     # precision filter
     with pytest.raises(MismatchError, match="precision"):
-        tb.select_plan(tmp_path, f.onnx_sha256, f.trt_version, f.compute_capability, precision="fp32")
+        trt_plans.select_plan(tmp_path, f.onnx_sha256, f.trt_version, f.compute_capability, precision="fp32")
 
 
 @pytest.mark.parametrize("built, needle", [
@@ -169,7 +171,7 @@ def test_save_select_load_roundtrip(tmp_path: Path) -> None:
 def test_foreign_plan_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              built: dict, needle: str) -> None:
     plan_dir = tmp_path / "bundle" / "plans" / "transformer"
-    path = tb.save_plan(plan_dir, fields(**built), b"\x00garbage that is no engine")
+    path = trt_plans.save_plan(plan_dir, fields(**built), b"\x00garbage that is no engine")
 
     def no_read(self: Path) -> bytes:
         raise AssertionError("plan bytes were read before the sidecar check")
@@ -177,44 +179,44 @@ def test_foreign_plan_refused_before_reading(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(Path, "read_bytes", no_read)
     current = fields()
     with pytest.raises(MismatchError, match=needle) as e:
-        tb.load_plan(path, current)
+        trt_plans.load_plan(path, current)
     assert f"rebuild with: l2p build {tmp_path / 'bundle'}" in str(e.value)
     with pytest.raises(MismatchError, match=needle):
-        tb.select_plan(plan_dir, current.onnx_sha256, current.trt_version, current.compute_capability)
+        trt_plans.select_plan(plan_dir, current.onnx_sha256, current.trt_version, current.compute_capability)
 
 
 def test_tampered_plan_is_artifact_error(tmp_path: Path) -> None:
-    path = tb.save_plan(tmp_path, fields(), b"PLAN" * 10)
+    path = trt_plans.save_plan(tmp_path, fields(), b"PLAN" * 10)
     path.write_bytes(b"PLAN" * 9 + b"PLAX")
     with pytest.raises(ArtifactError, match="sha256") as e:
-        tb.load_plan(path, fields())
+        trt_plans.load_plan(path, fields())
     assert not isinstance(e.value, MismatchError)
     path.write_bytes(b"PLAN")  # truncated
     with pytest.raises(ArtifactError, match="truncated"):
-        tb.load_plan(path, fields())
+        trt_plans.load_plan(path, fields())
 
 
 def test_missing_plan_or_sidecar(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="l2p build"):
-        tb.select_plan(tmp_path / "nothing", "a" * 64, "10.13.0.35", "9.0")
-    path = tb.save_plan(tmp_path, fields(), b"PLAN")
+        trt_plans.select_plan(tmp_path / "nothing", "a" * 64, "10.13.0.35", "9.0")
+    path = trt_plans.save_plan(tmp_path, fields(), b"PLAN")
     path.with_suffix(".json").unlink()
     with pytest.raises(ArtifactError, match="sidecar"):
-        tb.load_plan(path, fields())
+        trt_plans.load_plan(path, fields())
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="unreadable"):
-        tb.select_plan(tmp_path, "a" * 64, "10.13.0.35", "9.0")
+        trt_plans.select_plan(tmp_path, "a" * 64, "10.13.0.35", "9.0")
 
 
 def test_select_newest_of_several(tmp_path: Path) -> None:
     old = fields()
     new = fields(profiles=(ProfileShape("x", (1, 16, 8), (1, 64, 8), (4, 256, 8)),))
-    tb.save_plan(tmp_path, old, b"OLD", created="2024-01-01T00:00:00Z")
-    p_new = tb.save_plan(tmp_path, new, b"NEW", created="2025-01-01T00:00:00Z")
-    tb.save_plan(tmp_path, fields(trt_version="9.9"), b"FOREIGN", created="2026-01-01T00:00:00Z")
-    path, got = tb.select_plan(tmp_path, old.onnx_sha256, old.trt_version, old.compute_capability)
+    trt_plans.save_plan(tmp_path, old, b"OLD", created="2024-01-01T00:00:00Z")
+    p_new = trt_plans.save_plan(tmp_path, new, b"NEW", created="2025-01-01T00:00:00Z")
+    trt_plans.save_plan(tmp_path, fields(trt_version="9.9"), b"FOREIGN", created="2026-01-01T00:00:00Z")
+    path, got = trt_plans.select_plan(tmp_path, old.onnx_sha256, old.trt_version, old.compute_capability)
     assert path == p_new and got == new
-    path, got = tb.select_plan(tmp_path, old.onnx_sha256, old.trt_version, old.compute_capability,
+    path, got = trt_plans.select_plan(tmp_path, old.onnx_sha256, old.trt_version, old.compute_capability,
                                profiles=old.profiles)
     assert got == old
 
@@ -227,36 +229,37 @@ def test_graph_sha256_manifest_and_files_agree(tmp_path: Path) -> None:
     onnx_path = root / "transformer" / "model.onnx"
     assert (root / "transformer" / "model.onnx.data").is_file()
     manifest = json.loads((root / "manifest.json").read_text())
-    by_files = tb.graph_sha256(onnx_path)
-    assert tb.graph_sha256(onnx_path, root, manifest["files"]) == by_files
-    found = tb.find_bundle(onnx_path)
-    assert found is not None and found[0] == root.resolve()
-    assert tb.graph_name_of(found[0], found[1], onnx_path) == "transformer"
+    by_files = trt_plans.graph_sha256(onnx_path)
+    assert trt_plans.graph_sha256(onnx_path, root, manifest["files"]) == by_files
+    found = bundle_of(onnx_path)
+    assert found is not None and found.root == root.resolve()
+    assert trt_plans.graph_name_of(found, onnx_path) == "transformer"
+    assert bundle_of(tmp_path / "elsewhere" / "x" / "model.onnx") is None
     data = root / "transformer" / "model.onnx.data"
     data.write_bytes(data.read_bytes()[:-1] + b"\x01")  # weights change -> identity changes
-    assert tb.graph_sha256(onnx_path) != by_files
+    assert trt_plans.graph_sha256(onnx_path) != by_files
 
 
 def test_graph_precision(tmp_path: Path) -> None:
     tiny_onnx(tmp_path / "a.onnx", "float32")
     tiny_onnx(tmp_path / "b.onnx", "float16")
-    assert tb.graph_precision(tmp_path / "a.onnx") is Precision.FP32
-    assert tb.graph_precision(tmp_path / "b.onnx") is Precision.FP16
+    assert trt_plans.graph_precision(tmp_path / "a.onnx") is Precision.FP32
+    assert trt_plans.graph_precision(tmp_path / "b.onnx") is Precision.FP16
 
 
 def test_build_mode_rules() -> None:
-    bm = tb.build_mode
+    bm = trt_plans.build_mode
     with pytest.raises(InputError, match="l2p export --precision fp16") as e:
         bm("fp16", "fp32", "11.0.0")
     assert "strongly typed" in str(e.value)
     with pytest.raises(InputError, match="l2p export --precision fp32"):
         bm("fp32", "fp16", "10.13.0")
-    assert bm("fp16", "fp16", "11.1.0") == tb.BuildMode(True)
-    assert bm(None, "bf16", "10.13.0") == tb.BuildMode(True)
-    assert bm("fp32", "fp32", "11.0.0") == tb.BuildMode(True, clear_flags=("TF32",))
-    assert bm("fp16", "fp32", "10.13.0") == tb.BuildMode(False, set_flags=("FP16",))
-    assert bm("bf16", "fp32", "10.13.0") == tb.BuildMode(False, set_flags=("BF16",))
-    assert bm(None, "fp32", "10.13.0") == tb.BuildMode(False, clear_flags=("TF32",))
+    assert bm("fp16", "fp16", "11.1.0") == trt_plans.BuildMode(True)
+    assert bm(None, "bf16", "10.13.0") == trt_plans.BuildMode(True)
+    assert bm("fp32", "fp32", "11.0.0") == trt_plans.BuildMode(True, clear_flags=("TF32",))
+    assert bm("fp16", "fp32", "10.13.0") == trt_plans.BuildMode(False, set_flags=("FP16",))
+    assert bm("bf16", "fp32", "10.13.0") == trt_plans.BuildMode(False, set_flags=("BF16",))
+    assert bm(None, "fp32", "10.13.0") == trt_plans.BuildMode(False, clear_flags=("TF32",))
 
 
 # -- build_plans argument checks (before TensorRT is needed) -------------------------------------
@@ -265,41 +268,18 @@ def test_build_mode_rules() -> None:
 def test_build_plans_checks_dims_first(tmp_path: Path) -> None:
     root = tiny_bundle(tmp_path / "b")
     with pytest.raises(InputError, match="seq"):
-        tb.build_plans(root, opt_dims={"batch": 1}, progress=False)
+        trt_build.build_plans(root, opt_dims={"batch": 1}, progress=False)
     with pytest.raises(InputError, match="img_seq"):
-        tb.build_plans(root, opt_dims={"batch": 1, "seq": 4, "img_seq": 4}, progress=False)
+        trt_build.build_plans(root, opt_dims={"batch": 1, "seq": 4, "img_seq": 4}, progress=False)
     with pytest.raises(InputError, match="vae"):
-        tb.build_plans(root, opt_dims={"batch": 1, "seq": 4, "vae": {"h": 2}}, progress=False)
+        trt_build.build_plans(root, opt_dims={"batch": 1, "seq": 4, "vae": {"h": 2}}, progress=False)
     with pytest.raises(InputError, match="no graphs"):
-        tb.build_plans(root, opt_dims={"batch": 1, "seq": 4}, graphs=["vae"], progress=False)
+        trt_build.build_plans(root, opt_dims={"batch": 1, "seq": 4}, graphs=["vae"], progress=False)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed")
 def test_build_plans_without_tensorrt(tmp_path: Path) -> None:
     root = tiny_bundle(tmp_path / "b")
     with pytest.raises(MissingDependencyError, match=r"pip install 'l2p\[tensorrt\]'"):
-        tb.build_plans(root, min_dims={"batch": 1, "seq": 1}, max_dims={"batch": 2, "seq": 64},
+        trt_build.build_plans(root, min_dims={"batch": 1, "seq": 1}, max_dims={"batch": 2, "seq": 64},
                        opt_dims={"batch": 1, "seq": 16}, progress=False)
-    with pytest.raises(MissingDependencyError, match="tensorrt"):
-        tb.validate_backend(root, "tensorrt")
-
-
-# -- validation ------------------------------------------------------------------------------------
-
-
-def test_compare_outputs() -> None:
-    ref = {"y": np.array([1.0, -2.0, 4.0], np.float32)}
-    ok = tb.compare_outputs({"y": ref["y"] + np.float32(1e-5)}, ref, 1e-4)["y"]
-    assert ok["ok"] and ok["max_abs"] == pytest.approx(1e-5, rel=1e-2) and ok["max_rel"] < 1e-4
-    assert not tb.compare_outputs({"y": ref["y"] * 1.01}, ref, 1e-4)["y"]["ok"]
-    assert tb.compare_outputs({"y": ref["y"] * 1.01}, ref, tb.TOLERANCES[Precision.FP16])["y"]["ok"]
-    assert not tb.compare_outputs({"y": np.array([1.0, np.nan, 4.0])}, ref, 1.0)["y"]["ok"]
-    assert "shape" in tb.compare_outputs({"y": np.zeros(2)}, ref, 1.0)["y"]["error"]
-
-
-def test_validate_backend_argument_errors(tmp_path: Path) -> None:
-    root = tiny_bundle(tmp_path / "b")
-    with pytest.raises(InputError, match="unknown backend"):
-        tb.validate_backend(root, "onnxruntime")
-    with pytest.raises(InputError, match="reference"):
-        tb.validate_backend(root, "tensorrt", reference="torch")

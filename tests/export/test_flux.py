@@ -48,7 +48,7 @@ def test_forward_matches_diffusers(guidance: bool, tmp_path: Path) -> None:
 
 
 def test_sampling_run_matches_fluxpipeline(flux_bundle: Path, flux_folder: Path) -> None:
-    from l2p.validate import validate
+    from l2p.validation.pytorch import validate
 
     report = validate(str(flux_bundle), str(flux_folder), steps=50)
     assert report["ok"], report

@@ -11,6 +11,7 @@ import pytest
 
 import l2p.atomic
 from l2p.atomic import save_npz, sha256_file
+from l2p.engine import open_engine
 from l2p.errors import ArtifactError, MismatchError
 from l2p.predictor.artifact import load_predictor, save_predictor
 from l2p.predictor.presets import preset
@@ -61,7 +62,7 @@ def test_round_trip_and_engine(tmp_path: Path) -> None:
     manifest = json.loads((root / "predictor.json").read_text())
     assert manifest["format"] == "l2p-predictor" and manifest["format_version"] == 1
     assert manifest["coefficient_dtype"]["onnx"] == "float32"
-    engine = p.engine(threads=1)
+    engine = open_engine("onnxruntime", p.onnx_path, p.io_spec, name="predictor", threads=1)
     feed = p.io_spec.sample_inputs({"batch": 1, "seq": 3})
     feed |= {"step": np.array([2], np.int64), "perm": np.array([1, 0], np.int64)}
     assert engine.run(feed)["feature"].shape == (1, 3, C)

@@ -2,9 +2,11 @@
 
 :class:`DevArray` wraps a numpy array (the "device memory"); arithmetic, indexing and ``astype``
 stay :class:`DevArray`; any implicit conversion to the host (``__array__``, ``bool``, ``float``,
-iteration) raises. :class:`FakeXP` counts and logs the explicit transfers (``asarray`` of a host
-array = host->device, ``asnumpy`` = device->host). :class:`FakeDeviceEngine` takes only
-DevArrays in ``run_device`` and computes with a host engine on the wrapped arrays (its "kernel").
+iteration) raises. The explicit transfers are logged (``FakeXP.asarray`` of a host array =
+host->device; ``to_host()`` / ``FakeXP.asnumpy`` = device->host, what :func:`l2p.engine.device_array.to_host`
+calls). A DevArray shows a ``__cuda_array_interface__`` (pointing at host memory: only its shape and
+dtype are read), so :class:`FakeDeviceEngine` goes through ``Engine.run_device``'s validation and
+computes with a host engine on the wrapped arrays (its "kernel").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from l2p.engine.base import Engine
+from l2p.engine.device_array import ArrayMeta
 
 
 class HostTransfer(AssertionError):
@@ -32,8 +35,21 @@ class DevArray:
 
     __array_ufunc__ = None  # numpy defers to our reflected operators instead of converting us
 
-    def __init__(self, a: np.ndarray) -> None:
-        self.a = a
+    def __init__(self, a: np.ndarray, log: list[tuple[str, Any]]) -> None:
+        self.a, self.log = a, log
+
+    def _new(self, a: np.ndarray) -> DevArray:
+        return DevArray(a, self.log)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.a.shape, "typestr": self.a.dtype.str, "data": (self.a.ctypes.data, False),
+                "strides": None, "version": 3}
+
+    def to_host(self) -> np.ndarray:
+        """The explicit device->host copy (logged)."""
+        self.log.append(("d2h", self.a.shape))
+        return self.a.copy()
 
     shape = property(lambda self: self.a.shape)
     dtype = property(lambda self: self.a.dtype)
@@ -51,7 +67,7 @@ class DevArray:
     __bool__ = __float__ = __int__ = __index__ = __iter__ = tolist = item = _host
 
     def __getitem__(self, key: Any) -> DevArray:
-        return DevArray(self.a[_raw(key)])
+        return self._new(self.a[_raw(key)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if not isinstance(value, DevArray):
@@ -59,23 +75,23 @@ class DevArray:
         self.a[key] = value.a
 
     def astype(self, dtype: Any, copy: bool = True) -> DevArray:
-        return DevArray(self.a.astype(dtype, copy=copy))
+        return self._new(self.a.astype(dtype, copy=copy))
 
     def copy(self) -> DevArray:
-        return DevArray(self.a.copy())
+        return self._new(self.a.copy())
 
     def all(self) -> DevArray:
-        return DevArray(np.asarray(self.a.all()))
+        return self._new(np.asarray(self.a.all()))
 
     def clip(self, lo: float, hi: float) -> DevArray:
-        return DevArray(self.a.clip(lo, hi))
+        return self._new(self.a.clip(lo, hi))
 
 
 def _binary(op: str) -> Any:
     def f(self: DevArray, other: Any) -> DevArray:
         if isinstance(other, np.ndarray) and other.ndim:
             raise HostTransfer(f"host array operand of {op} on a device array")
-        return DevArray(getattr(self.a, op)(_raw(other)))
+        return self._new(getattr(self.a, op)(_raw(other)))
 
     return f
 
@@ -83,8 +99,8 @@ def _binary(op: str) -> Any:
 for _op in ("add", "sub", "mul", "truediv", "pow"):
     setattr(DevArray, f"__{_op}__", _binary(f"__{_op}__"))
     setattr(DevArray, f"__r{_op}__", _binary(f"__r{_op}__"))
-DevArray.__neg__ = lambda self: DevArray(-self.a)  # type: ignore[attr-defined]
-DevArray.__invert__ = lambda self: DevArray(~self.a)  # type: ignore[attr-defined]
+DevArray.__neg__ = lambda self: self._new(-self.a)  # type: ignore[attr-defined]
+DevArray.__invert__ = lambda self: self._new(~self.a)  # type: ignore[attr-defined]
 
 
 class FakeXP:
@@ -99,26 +115,26 @@ class FakeXP:
             return x if dtype is None else x.astype(dtype)
         a = np.array(x, dtype=dtype, copy=True)
         self.log.append(("h2d", a.shape))
-        return DevArray(a)
+        return DevArray(a, self.log)
 
     def asnumpy(self, x: DevArray) -> np.ndarray:
-        self.log.append(("d2h", x.shape))
-        return x.a.copy()
+        return x.to_host()
 
     def zeros(self, shape: Any, dtype: Any = float) -> DevArray:
-        return DevArray(np.zeros(shape, dtype))
+        return DevArray(np.zeros(shape, dtype), self.log)
 
     def ones(self, shape: Any, dtype: Any = float) -> DevArray:
-        return DevArray(np.ones(shape, dtype))
+        return DevArray(np.ones(shape, dtype), self.log)
 
     def isfinite(self, x: DevArray) -> DevArray:
-        return DevArray(np.isfinite(x.a))
+        return x._new(np.isfinite(x.a))
 
 
 class FakeDeviceEngine(Engine):
     """``run_device`` on DevArrays only; the "kernel" is ``inner.run`` on the wrapped arrays."""
 
     backend = "fake-cuda"
+    device_io = True
 
     def __init__(self, inner: Engine, log: list[tuple[str, Any]]) -> None:
         super().__init__(inner.name, inner.spec)
@@ -127,11 +143,10 @@ class FakeDeviceEngine(Engine):
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise AssertionError(f"{self.name}: host run() on a device engine")
 
-    def run_device(self, feed: Mapping[str, Any], check: bool = True) -> dict[str, Any]:
+    def _run_device(self, feed: Mapping[str, Any], metas: Mapping[str, ArrayMeta],
+                    dims: Mapping[str, int] | None) -> dict[str, Any]:
         hosts = {k: type(v).__name__ for k, v in feed.items() if not isinstance(v, DevArray)}
-        assert not hosts, f"{self.name}: host inputs {hosts} given to run_device"
-        if check:
-            self.spec.check_feed(feed, what=f"{self.name} engine")
+        assert not hosts, f"{self.name}: other device arrays {hosts} given to run_device"
         self.log.append(("run", self.name))
         out = self.inner.run({k: v.a for k, v in feed.items()}, check=False)
-        return {k: DevArray(np.array(v, copy=True)) for k, v in out.items()}
+        return {k: DevArray(np.array(v, copy=True), self.log) for k, v in out.items()}

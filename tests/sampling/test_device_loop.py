@@ -263,14 +263,17 @@ def test_sampler_device_path_on_fake_gpu(flux_bundle: Path, flux_cond: dict[str,
 
     log: list[tuple[str, Any]] = []
     made: list[tuple[str, str, bool]] = []
+    real_open = pipeline.open_engine
 
-    def fake_engine(backend: str, path: Any, spec: IOSpec, name: str = "graph", device_id: int = 0,
-                    **options: Any) -> Engine:
+    def fake_open(backend: str, path: Any, spec: IOSpec, *, name: str = "graph", device: str = "cpu",
+                  **options: Any) -> Engine:
+        if device == "cpu":
+            return real_open(backend, path, spec, name=name, **options)
         made.append((backend, name, isinstance(path, bytes)))
         return FakeDeviceEngine(OrtEngine(path, spec, name=name, threads=options.get("threads")), log)
 
     monkeypatch.setattr(pipeline, "get_xp", lambda device: FakeXP(log) if device != "cpu" else np)
-    monkeypatch.setattr(pipeline, "load_device_engine", fake_engine)
+    monkeypatch.setattr(pipeline, "open_engine", fake_open)
     gpu = Sampler(flux_bundle, backend="onnxruntime-cuda", device="cuda", threads=1)
     cpu = Sampler(flux_bundle, threads=1)
     for method, full in [("full", None), ("taylorseer2", 3)]:
@@ -330,6 +333,8 @@ def test_gpu_nan_flag_on_device(flux_bundle: Path, flux_cond: dict[str, np.ndarr
 class _NanOnStep(Engine):
     """Wraps a device engine: NaN output on forecast step ``step`` (reads ``step`` on the device)."""
 
+    device_io = True
+
     def __init__(self, inner: Engine, step: int) -> None:
         super().__init__(inner.name, inner.spec)
         self.inner, self.step = inner, step
@@ -337,8 +342,9 @@ class _NanOnStep(Engine):
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise AssertionError("host run")
 
-    def run_device(self, feed: Mapping[str, Any], check: bool = True) -> dict[str, Any]:
-        out = self.inner.run_device(feed, check)
+    def _run_device(self, feed: Mapping[str, Any], metas: Mapping[str, Any],
+                    dims: Mapping[str, int] | None) -> dict[str, Any]:
+        out = self.inner.run_device(feed, check=False)
         import cupy as cp
 
         nan = cp.where(feed["step"][0] == self.step, cp.float32("nan"), cp.float32(1))
@@ -381,6 +387,7 @@ class _CupyKernel(Engine):
     """
 
     backend = "cupy"
+    device_io = True
 
     def __init__(self, inner: Engine) -> None:
         super().__init__(inner.name, inner.spec)
@@ -389,7 +396,8 @@ class _CupyKernel(Engine):
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise AssertionError(f"{self.name}: host run() on a device engine")
 
-    def run_device(self, feed: Mapping[str, Any], check: bool = True) -> dict[str, Any]:
+    def _run_device(self, feed: Mapping[str, Any], metas: Mapping[str, Any],
+                    dims: Mapping[str, int] | None) -> dict[str, Any]:
         import cupy as cp
 
         assert all(isinstance(v, cp.ndarray) for v in feed.values()), f"{self.name}: host input"
@@ -399,7 +407,7 @@ class _CupyKernel(Engine):
             return {"sample": r * cp.float32(0.5) + ts[:, None, None], "residual": r}
         if isinstance(self.inner, ToyHead):
             return {"sample": feed["residual"] * cp.float32(0.5) + feed["timestep"][:, None, None]}
-        out = self.inner.run({k: cp.asnumpy(v) for k, v in feed.items()}, check=check)
+        out = self.inner.run({k: cp.asnumpy(v) for k, v in feed.items()}, check=False)
         return {k: cp.asarray(v) for k, v in out.items()}
 
 
