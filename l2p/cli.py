@@ -76,14 +76,15 @@ def cmd_sample(a: argparse.Namespace) -> int:
     import numpy as np
 
     from .atomic import load_npz, save_npz, write_json
-    from .sampling.pipeline import Sampler, check_run_args, save_images
+    from .sampling.pipeline import Sampler, save_images
+    from .sampling.settings import RunSettings
 
-    check_run_args(a.steps, a.seed, a.full_steps)
+    settings = RunSettings(steps=a.steps, seed=a.seed, method=a.method, full_steps=a.full_steps, guidance=a.guidance)
     if bool(a.prompt) == bool(a.conditioning):
         raise InputError("give either --prompt TEXT ... or --conditioning COND.npz")
     if Path(a.out).exists() and not Path(a.out).is_dir():
         raise InputError(f"--out {a.out} is a file; give a folder for the images, latents.npz and run.json")
-    sampler = Sampler(a.bundle, backend=a.backend, threads=a.threads, guidance_scale=a.guidance,
+    sampler = Sampler(a.bundle, backend=a.backend, threads=a.threads, guidance_scale=settings.guidance,
                       device=a.device, use_cuda_graph=a.cuda_graph)
     cond = sampler.encode(list(a.prompt)) if a.prompt else sampler.load_conditioning(a.conditioning)
     rows = len(next(iter(cond.values())))
@@ -101,8 +102,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
             raise InputError(f"cannot read --initial-latents {a.initial_latents}: {e}") from None
     out = Path(a.out)
     bar = _progress(a.steps, f"sampling ({a.method})")
-    res = sampler.sample(cond, a.seed, a.steps, a.method, a.full_steps, initial=initial,
-                         progress=lambda i: bar.update(1))
+    res = sampler.run(cond, settings, initial=initial, progress=lambda i: bar.update(1))
     bar.close()
     paths = save_images(res.images, out) if res.images is not None and res.images.size else []
     save_npz(out / "latents.npz", initial=res.initial, final=res.final)

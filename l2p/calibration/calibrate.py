@@ -23,7 +23,8 @@ from ..predictor.artifact import Predictor, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
 from ..predictor.table import CoefficientTable
 from ..sampling.methods import feature_spec, forecaster_from_table
-from ..sampling.pipeline import Sampler, check_run_args
+from ..sampling.pipeline import Sampler
+from ..sampling.settings import RunSettings
 from ..spec import TensorSpec
 from .capture import Trajectories, capture
 from .closed_loop import null_directions, refine
@@ -60,7 +61,7 @@ class CalibrationConfig:
     closed_loop: int = 1
 
     def __post_init__(self) -> None:
-        check_run_args(self.steps, 0, self.full_steps)
+        RunSettings(steps=self.steps, full_steps=self.full_steps)  # the one check of the step counts
         if self.schedule not in ("search", "interval"):
             raise InputError(f"--schedule {self.schedule}: choose search or interval")
         if not 1 <= self.seeds <= 256:
