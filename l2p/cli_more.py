@@ -34,8 +34,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
                             ridges=tuple(a.ridges))
     if not cfg.name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
-    cond = _conditioning(Sampler(a.bundle, threads=a.threads), a)
-    Calibrator(a.bundle, cond, cfg, threads=a.threads).run()
+    sampler = Sampler(a.bundle, threads=a.threads)
+    Calibrator(sampler, _conditioning(sampler, a), cfg).run()
     return 0
 
 
@@ -55,7 +55,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         calib = cond if not a.calib_conditioning else sampler.load_conditioning(a.calib_conditioning)
         for m in budgets:
             cfg = CalibrationConfig(steps=a.steps, full_steps=m, name=f"bench-{m}", seeds=a.calib_seeds)
-            Calibrator(a.bundle, calib, cfg, log=lambda s: None if a.json else print(s), threads=a.threads).run()
+            Calibrator(sampler, calib, cfg, log=lambda s: None if a.json else print(s)).run()
         methods = [*methods, "l2p:bench-{M}"]
     seeds = range(BENCH_SEED0, BENCH_SEED0 + a.seeds)
     report = run_bench(sampler, cond, a.steps, budgets, methods, seeds,

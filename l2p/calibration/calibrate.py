@@ -102,12 +102,16 @@ def _exact_words(exact: int) -> str:
 
 
 class Calibrator:
-    """One calibration run over a bundle and a conditioning set."""
+    """One calibration run over an opened bundle's sampler and a conditioning set.
 
-    def __init__(self, bundle: str | Path, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
-                 log: Callable[[str], None] = print, threads: int | None = None) -> None:
-        self.sampler = Sampler(bundle, threads=threads)
-        self.bundle = self.sampler.bundle
+    ``sampler`` is used as it is (its engines, threads and guidance): the bundle is opened and
+    verified once, by whoever made the sampler, however many calibrations run on it.
+    """
+
+    def __init__(self, sampler: Sampler, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
+                 log: Callable[[str], None] = print) -> None:
+        self.sampler = sampler
+        self.bundle = sampler.bundle
         self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
         self.cfg = cfg
         self.log = log

@@ -18,7 +18,7 @@ from l2p.sampling.pipeline import Sampler
 @pytest.fixture(scope="module")
 def predictor(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> Path:
     cfg = CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2)
-    Calibrator(flux_bundle, flux_cond, cfg, log=lambda s: None).run()
+    Calibrator(Sampler(flux_bundle), flux_cond, cfg, log=lambda s: None).run()
     return flux_bundle / "predictors" / "t12"
 
 
@@ -61,7 +61,7 @@ def test_l2p_sampling_uses_the_baked_graph(predictor: Path, flux_bundle: Path, f
 def test_rerun_is_a_noop(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
     msgs: list[str] = []
     before = (predictor / "predictor.json").read_bytes()
-    Calibrator(flux_bundle, flux_cond, CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2),
+    Calibrator(Sampler(flux_bundle), flux_cond, CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2),
                log=msgs.append).run()
     assert any("up to date" in m for m in msgs)
     assert (predictor / "predictor.json").read_bytes() == before
