@@ -22,7 +22,7 @@ from ..errors import ArtifactError, InputError
 from ..predictor.artifact import Predictor, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
 from ..predictor.table import CoefficientTable
-from ..sampling.methods import feature_spec, forecaster_from_table
+from ..sampling.methods import expectation, feature_spec, forecaster_from_table
 from ..sampling.pipeline import Sampler
 from ..sampling.settings import RunSettings
 from ..spec import TensorSpec
@@ -210,7 +210,7 @@ class Calibrator:
         folder = self.bundle.predictors_dir / cfg.name
         settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash}))
         try:
-            old = load_predictor(folder, expect_bundle_hash=self.bundle.hash, expect_steps=cfg.steps)
+            old = load_predictor(folder, expect=expectation(self.bundle, cfg.steps))
             if old.created_by == settings:
                 self.log(f"predictor '{cfg.name}' is up to date; nothing to do")
                 return old
@@ -265,7 +265,8 @@ class Calibrator:
         fspec = feature_spec(self.bundle, cfg.tap)
         lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
         pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,
-                              bundle_hash=self.bundle.hash, latent_spec=lspec, fit_stats=stats, created_by=settings)
+                              bundle_hash=self.bundle.hash, scheduler_hash=self.bundle.scheduler_hash,
+                              latent_spec=lspec, fit_stats=stats, created_by=settings)
         fid = projection_fidelity(traj.features[cfg.tap], f.K)
         write_bytes(folder / "fidelity.txt", (fidelity_table(fid, stats["rel_residual"]) + "\n").encode())
         plot_fidelity(fid, folder / "fidelity.png", f.K, stats["rel_residual"], schedule)

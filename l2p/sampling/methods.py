@@ -8,9 +8,9 @@ from collections.abc import Callable
 from ..bundle import Bundle
 from ..engine.base import Engine
 from ..engine.onnxruntime_backend import OrtEngine
-from ..errors import InputError, MismatchError
-from ..predictor.artifact import load_predictor
-from ..predictor.graph import OUTPUT, build_predictor_graph, predictor_io_spec
+from ..errors import InputError
+from ..predictor.artifact import Expect, load_predictor
+from ..predictor.graph import build_predictor_graph, predictor_io_spec
 from ..predictor.presets import preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
@@ -63,6 +63,14 @@ def _head(bundle: Bundle, tap: str, make: EngineFactory) -> Engine | None:
     return make(bundle.onnx_path("head"), bundle.spec("head"), "head")
 
 
+def expectation(bundle: Bundle, steps: int | None = None, full_steps: int | None = None) -> Expect:
+    """What a predictor of ``bundle`` must fit: the bundle, its scheduler config, its features, the step counts."""
+    outputs = bundle.spec("transformer").output_names
+    features = tuple(feature_spec(bundle, tap) for tap, out in TAPS.items() if out in outputs)
+    return Expect(bundle_hash=bundle.hash, scheduler_hash=bundle.scheduler_hash, steps=steps,
+                  full_steps=full_steps, features=features)
+
+
 def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None,
                    threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster:
     """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch."""
@@ -75,23 +83,7 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
             f"{full_steps or min(10, steps)} --name {name}"
         )
-    pred = load_predictor(folder, expect_bundle_hash=bundle.hash, expect_steps=steps)
-    computed = len(pred.schedule)
-    if full_steps is not None and full_steps != computed:
-        raise MismatchError(
-            f"predictor '{name}' was calibrated for {computed} full steps, --full-steps asks for {full_steps}; "
-            f"drop --full-steps or re-run: l2p calibrate {bundle.root} ... --steps {steps} "
-            f"--full-steps {full_steps} --name {name}"
-        )
-    got = pred.io_spec.output(OUTPUT)  # a forged tap would feed the graph the wrong feature
-    outputs = bundle.spec("transformer").output_names
-    want = feature_spec(bundle, pred.tap) if TAPS.get(pred.tap) in outputs else None
-    if want is None or (got.dtype, got.shape) != (want.dtype, want.shape):
-        have = f"this bundle's is {want.dtype}{list(want.shape)}" if want else "this bundle's transformer has none"
-        raise MismatchError(
-            f"predictor '{name}' forecasts tap '{pred.tap}' as {got.dtype}{list(got.shape)}, but {have}; "
-            f"re-run: l2p calibrate {bundle.root} ... --steps {steps} --name {name}"
-        )
+    pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps))
     make = make_engine or host_engines(threads)
     engine = make(pred.onnx_path, pred.io_spec, f"l2p:{name} predictor")
     return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +26,11 @@ def predictor(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> Path:
 def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     pred = load_predictor(predictor)
     assert pred.num_steps == 12 and len(pred.schedule) == 4 and pred.schedule[0] == 0
+    # the scheduler hash is that of the bundle's scheduler config as JSON data (key order and spacing aside)
+    config = json.loads((flux_bundle / "scheduler" / "scheduler_config.json").read_text())
+    reordered = json.dumps(dict(reversed(list(config.items()))), indent=3).encode()
+    assert pred.scheduler_hash == hashlib.sha256(json.dumps(json.loads(reordered), sort_keys=True,
+                                                            separators=(",", ":")).encode()).hexdigest()
     chosen = pred.fit_stats["chosen"]
     assert pred.tap == "output" and pred.K == chosen["K"] in (3, 4, 5) and pred.uses_latents == chosen["latents"]
     # every fit variant was scored (K 3: exact 0, 1; K 4 and 5: exact 0, 1, 2; each with and without latents)
