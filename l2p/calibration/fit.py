@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..predictor.presets import preset
+from ..predictor.schedule import history_before
 from ..predictor.table import CoefficientTable
 
 SOLVERS = ("lstsq", "gd")
@@ -53,10 +54,6 @@ class FitConfig:
             raise InputError(f"ridge={self.ridge} must be >= 0")
         if self.prior not in ("zero", "taylorseer1", "taylorseer2", "lagrange2", "fora"):
             raise InputError(f"unknown prior '{self.prior}'; choose zero, fora, taylorseer1, taylorseer2 or lagrange2")
-
-
-def _history(schedule: tuple[int, ...], i: int, K: int) -> list[int]:
-    return [s for s in schedule if s < i][::-1][:K]
 
 
 def _constraints(hist: list[int], i: int, exact: int,
@@ -160,7 +157,7 @@ def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[
     for i in range(N):
         if i in schedule:
             continue
-        hist = _history(schedule, i, cfg.K)
+        hist = history_before(schedule, i, cfg.K)
         h = len(hist)
         cols = [F[:, s] for s in hist]
         if X is not None:

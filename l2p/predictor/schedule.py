@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,12 @@ def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedul
             "(there is nothing to forecast from before it)"
         )
     return tuple(sorted(out))
+
+
+def history_before(schedule: Sequence[int], i: int, K: int | None = None) -> list[int]:
+    """The computed steps of ``schedule`` (sorted) before step ``i``, newest first: ``[s_0, s_1, ...]``,
+    at most ``K`` of them (all for ``K=None``). The order every predictor row is written in."""
+    return [s for s in reversed(schedule) if s < i][:K]
 
 
 def schedule_from_list(steps: Iterable[int], num_steps: int) -> Schedule:
