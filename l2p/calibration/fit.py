@@ -20,6 +20,8 @@ from ..predictor.schedule import history_before
 from ..predictor.table import CoefficientTable
 
 SOLVERS = ("lstsq", "gd")
+#: what the ridge may pull the feature weights towards: nothing, or a fixed formula
+PRIORS = ("zero", "fora", "taylorseer1", "taylorseer2", "lagrange2")
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,8 @@ class FitConfig:
             raise InputError(f"exact={self.exact} is out of range for K={self.K}; use -1 (free) .. {self.K - 1}")
         if not self.ridge >= 0:
             raise InputError(f"ridge={self.ridge} must be >= 0")
-        if self.prior not in ("zero", "taylorseer1", "taylorseer2", "lagrange2", "fora"):
-            raise InputError(f"unknown prior '{self.prior}'; choose zero, fora, taylorseer1, taylorseer2 or lagrange2")
+        if self.prior not in PRIORS:
+            raise InputError(f"unknown prior '{self.prior}'; choose {', '.join(PRIORS[:-1])} or {PRIORS[-1]}")
 
 
 def _constraints(hist: list[int], i: int, exact: int,

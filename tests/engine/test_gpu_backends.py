@@ -495,7 +495,7 @@ def test_fake_gpu_build_load_run(tmp_path: Path, fake_gpu: _FakeRuntime) -> None
     assert report["ok"] and report["graphs"]["transformer"]["plan"] is None
     (row,) = report["results"]
     assert row["graph"] == "transformer" and row["output"] == "y" and row["rel"] < row["limit"] == 1e-4
-    from l2p.cli import _format_backend
+    from l2p.cli.validate import _format_backend
 
     assert "PASSED" in _format_backend(report)
 
