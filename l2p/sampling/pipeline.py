@@ -40,11 +40,16 @@ class SampleResult:
 class Sampler:
     """Samples from a bundle, on the CPU or with the whole denoising loop on a GPU.
 
+    The bundle is opened (and every file's sha256 verified) once, here; open one sampler per
+    bundle and hand it to whatever runs on it (:class:`~l2p.calibration.calibrate.Calibrator`,
+    :func:`~l2p.bench.run_bench`). Engines and forecasters are made on first use and kept.
+
     Args:
         bundle: a bundle folder or an opened :class:`Bundle`.
         backend: engine backend name (``onnxruntime``, ``onnxruntime-cuda``, ``tensorrt``...).
         threads: CPU threads per engine (default: all cores).
-        guidance_scale: FLUX guidance-embedding value (ignored by models without one).
+        guidance_scale: FLUX guidance-embedding value of :meth:`sample` runs (ignored by models
+            without one); :meth:`run` takes it from its :class:`RunSettings`.
         device: ``cpu`` (numpy loop, host engines) or ``cuda``/``cuda:N`` (cupy loop: latents,
             history and predictor I/O stay on the GPU; backend ``tensorrt``, ``onnxruntime-cuda``
             or ``onnxruntime-tensorrt``). Predictor and head graphs run on ONNX Runtime's CUDA
