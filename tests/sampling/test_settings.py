@@ -68,3 +68,13 @@ def test_check_count() -> None:
             check_count(bad, "n", 1, 4)
     with pytest.raises(InputError, match=r"use an integer >= 2 \(why\)"):
         check_count(1, "n", 2, note=" (why)")
+
+
+def test_guidance_is_a_run_setting(flux_bundle, flux_cond) -> None:  # type: ignore[no-untyped-def]
+    """A run's guidance reaches the FLUX guidance embedding whatever the sampler was opened with."""
+    from l2p.sampling.pipeline import Sampler
+
+    s = Sampler(flux_bundle)  # opened with 3.5
+    five = s.run(flux_cond, RunSettings(steps=3, guidance=5.0), decode=False).final
+    assert np.array_equal(five, Sampler(flux_bundle, guidance_scale=5.0).sample(flux_cond, 0, 3, decode=False).final)
+    assert not np.allclose(five, s.sample(flux_cond, 0, 3, decode=False).final, atol=1e-6)
