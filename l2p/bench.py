@@ -32,7 +32,8 @@ from .errors import InputError
 from .predictor.presets import PRESETS
 from .predictor.schedule import interval_schedule
 from .sampling.loop import Forecaster
-from .sampling.methods import Method, l2p_forecaster, preset_forecaster
+from .sampling.methods import l2p_forecaster, preset_forecaster
+from .sampling.settings import Method
 from .sampling.pipeline import Sampler, to_uint8
 
 BENCH_SEED0 = 1000  # bench seeds start here: disjoint from calibration seeds (0, 1, ...)

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from l2p.atomic import sha256_file
 from l2p.bundle import MANIFEST, open_bundle
 from l2p.errors import ArtifactError, MismatchError
-from l2p.predictor.artifact import load_predictor
+from l2p.predictor.artifact import Expect, load_predictor
 
 from .catalog import Ctx, case, cli, cli_error, edit_json, flip_byte, make_predictor, no_onnxruntime_sessions, raises, \
     reseal, truncate
@@ -184,7 +184,7 @@ def predictor_other_steps(ctx: Ctx) -> str:
 def predictor_other_tap(ctx: Ctx) -> str:
     b = ctx.copy_bundle()
     folder = make_predictor(b, "p", 8, 3)
-    asked = raises(MismatchError, lambda: load_predictor(folder, expect_tap="residual"), "tap 'output'", "--tap residual")
+    asked = raises(MismatchError, lambda: load_predictor(folder, Expect(tap="residual")), "tap 'output'", "--tap residual")
     make_predictor(b, "forged", 8, 3, tap="residual")  # claims the residual tap, holds an output-shaped graph
     forged = cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:forged"), "tap 'residual'", "l2p calibrate")
     return f"{forged} | {asked}"

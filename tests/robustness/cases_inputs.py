@@ -238,7 +238,7 @@ def subprocess_exit(ctx: Ctx) -> str:
     r = l2p_subprocess(*_sample(ctx, "--backend", "magic"))
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout)
     msg = one_line(r.stderr, "error: unknown backend")
-    r = l2p_subprocess("calibrate", "--help")  # subcommands registered by cli_more exist under -m too
+    r = l2p_subprocess("calibrate", "--help")  # every subcommand exists under -m too
     assert r.returncode == 0 and "--full-steps" in r.stdout, r.stderr
     return msg.removeprefix("error: ")
 

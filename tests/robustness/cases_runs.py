@@ -22,6 +22,7 @@ from l2p.engine.base import Engine
 from l2p.engine.onnxruntime_backend import OrtEngine
 from l2p.errors import ArtifactError, NumericalError
 from l2p.sampling.pipeline import Sampler
+from l2p.sampling.settings import RunSettings
 
 from .catalog import REPO, Ctx, case, cli, cli_error, l2p_subprocess, make_predictor, raises
 
@@ -52,7 +53,7 @@ def nan_predictor(ctx: Ctx) -> str:
     b = ctx.copy_bundle()
     make_predictor(b, "p", 10, 4)
     s = Sampler(b)
-    fc = s.forecaster("l2p:p", 10, None)
+    fc = s.forecaster(RunSettings(steps=10, method="l2p:p"))
     fc.engine = NaNAt(fc.engine, nth=1)
     step = [i for i in range(10) if not fc.is_computed(i)][1]  # the second forecast step
     return raises(NumericalError, lambda: s.sample(ctx.cond, 0, 10, method="l2p:p"),

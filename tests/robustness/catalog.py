@@ -174,5 +174,5 @@ def make_predictor(bundle: Path, name: str, steps: int, full_steps: int, *, tap:
     table = preset("taylorseer2", interval_schedule(steps, full_steps, 1), steps)
     folder = b.predictors_dir / name
     save_predictor(folder, table=table, feature_spec=feature_spec(b, "output"), name=name, method="l2p",
-                   tap=tap, bundle_hash=bundle_hash or b.hash)
+                   tap=tap, bundle_hash=bundle_hash or b.hash, scheduler_hash=b.scheduler_hash)
     return folder
