@@ -10,9 +10,11 @@ from .options import add_output_options, add_run_options
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("demo", help="export the built-in model, sample captions, write a PNG grid")
-    d.add_argument("--model", default="tiny-flux")
+    d.add_argument("--model", default="tiny-flux",
+                   help="built-in model name or local diffusers pipeline folder")
     add_output_options(d, out="output folder (bundle, grid.png, compare.png)", default="out/demo")
-    add_run_options(d, sampling=False, full_steps="budget for the cached methods", full_steps_default=10)
+    add_run_options(d, sampling=False, full_steps="budget of the cached methods: transformer steps out of --steps",
+                    full_steps_default=10)
     d.add_argument("--no-compare", action="store_true", help="full compute only (skip L2P vs. caches)")
     d.set_defaults(func=run)
 

@@ -7,17 +7,17 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from .options import (add_conditioning_options, add_engine_options, add_output_options, add_run_options,
-                      check_conditioning_args, conditioning, open_sampler, progress, run_settings)
+from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
+                      add_run_options, check_conditioning_args, conditioning, open_sampler, progress, run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("sample", help="sample images from a bundle (torch-free)")
-    s.add_argument("bundle")
+    add_bundle_argument(s)
     add_conditioning_options(s, prompt_file=False)
-    s.add_argument("--index", type=int, help="sample only this conditioning row")
+    s.add_argument("--index", type=int, metavar="ROW", help="sample only this conditioning row (0-based)")
     add_run_options(s)
-    s.add_argument("--initial-latents", help="latents.npz of an earlier run: rerun from its 'initial' noise")
+    s.add_argument("--initial-latents", metavar="LATENTS.npz", help="latents.npz of an earlier run: rerun from its 'initial' noise")
     add_engine_options(s)
     add_output_options(s, out="output folder for PNGs, latents.npz and run.json")
     s.set_defaults(func=run)
