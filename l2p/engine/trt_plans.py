@@ -268,14 +268,16 @@ def graph_sha256(onnx_path: str | os.PathLike[str], bundle_root: str | os.PathLi
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
-def graph_precision(onnx_path: str | os.PathLike[str]) -> Precision:
-    """Precision of a graph from its float initializers (most elements wins; none -> fp32)."""
+def graph_precision(onnx_path: str | os.PathLike[str] | Any) -> Precision:
+    """Precision of a graph (an ``.onnx`` path or a loaded ``ModelProto``) from its float
+    initializers (most elements wins; none -> fp32)."""
     import onnx
 
     counts = {Precision.FP32: 0, Precision.FP16: 0, Precision.BF16: 0}
     kinds = {onnx.TensorProto.FLOAT: Precision.FP32, onnx.TensorProto.FLOAT16: Precision.FP16,
              onnx.TensorProto.BFLOAT16: Precision.BF16}
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = onnx_path if isinstance(onnx_path, onnx.ModelProto) else onnx.load(str(onnx_path),
+                                                                             load_external_data=False)
     for t in model.graph.initializer:
         if t.data_type in kinds:
             counts[kinds[t.data_type]] += int(np.prod(t.dims)) if len(t.dims) else 1

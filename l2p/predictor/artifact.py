@@ -21,6 +21,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -246,6 +247,17 @@ def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = No
         _check_feature(m, feature_spec, expect)
     return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
                      m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]))
+
+
+def fingerprint(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """The identity of a predictor folder: ``sha256`` of its ``predictor.json`` (which holds every
+    other file's sha256, so it names the whole predictor) and ``coefficients_sha256`` (of
+    ``coefficients.npz``, as ``predictor.json`` records it). Check the folder with
+    :func:`load_predictor` first; this only reads ``predictor.json``."""
+    root = Path(directory)
+    raw = (root / MANIFEST).read_bytes()
+    coeffs = json.loads(raw)["files"][COEFFICIENTS]["sha256"]
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "coefficients_sha256": str(coeffs)}
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

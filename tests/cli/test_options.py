@@ -55,7 +55,7 @@ def test_help_lists_every_method_and_precision() -> None:
 
 def test_every_command_has_a_module() -> None:
     names = [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]
-    assert names == ["export", "validate", "sample", "calibrate", "bench", "build", "demo"]
+    assert names == ["export", "validate", "inspect", "sample", "calibrate", "bench", "build", "demo"]
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == names
 
