@@ -73,8 +73,6 @@ def _format_backend(report: dict[str, Any]) -> str:
 
 # sample ------------------------------------------------------------------------------------
 def cmd_sample(a: argparse.Namespace) -> int:
-    import numpy as np
-
     from .atomic import load_npz, save_npz, write_json
     from .sampling.pipeline import Sampler, check_run_args, save_images
 
@@ -119,7 +117,6 @@ def cmd_sample(a: argparse.Namespace) -> int:
     }
     write_json(out / "run.json", record)
     print(f"{len(paths)} image(s), {computed}/{a.steps} full steps, {res.seconds:.2f} s -> {out}/")
-    _ = np
     return 0
 
 

@@ -8,7 +8,7 @@ inputs, and runs the *original* diffusers forward for validation.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,6 @@ class ExportGraph:
     trace_dims: dict[str, int]
     #: dims that must stay symbolic in the graph (others may be fixed by the exporter)
     dynamic: tuple[str, ...] = ("batch",)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FamilyAdapter(ABC):
