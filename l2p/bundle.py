@@ -31,7 +31,8 @@ from .errors import ArtifactError, InputError
 from .spec import IOSpec
 
 FORMAT = "l2p-bundle"
-FORMAT_VERSION = 1
+#: 2: ``latent`` is a versioned :class:`~l2p.latent.LatentSpec` record (1 had an untyped dict)
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 _MANIFEST_KEYS = {
     "format", "format_version", "l2p_version", "family", "model_class", "model_config",

@@ -300,8 +300,3 @@ def read_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise InputError(f"prompts file {path} holds no prompts")
     return prompts
-
-
-def summary(pred: Predictor) -> str:
-    return json.dumps({"name": pred.name, "schedule": list(pred.schedule), "steps": pred.num_steps,
-                       "calibration_psnr_db": pred.fit_stats.get("calibration_psnr_db")}, indent=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ class SampleResult:
     loop: LoopResult
     seconds: float
     images: np.ndarray | None = None  # (B, H, W, 3) uint8
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Sampler:

@@ -44,7 +44,7 @@ class ToyRuntime(FamilyRuntime):
     cond_names = ["cond"]
 
     def __init__(self) -> None:
-        self.info = {}
+        pass
 
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, S, C)
