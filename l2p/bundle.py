@@ -184,6 +184,14 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     root = Path(path)
     man_path = root / MANIFEST
     if not root.is_dir():
+        from .models import download_hint, local_name, looks_like_hub_id
+
+        if looks_like_hub_id(str(path)):
+            raise ArtifactError(
+                f"bundle folder '{root}' does not exist; it looks like a model-hub id, but this command takes an "
+                f"exported bundle: download the model ({download_hint(str(path))}), export it (l2p export "
+                f"{local_name(str(path))} --out BUNDLE) and give BUNDLE; or write a bundle at this path: "
+                f"l2p export MODEL --out {root}")
         raise ArtifactError(f"bundle folder '{root}' does not exist; create one with: l2p export MODEL --out {root}")
     if not man_path.is_file():
         raise ArtifactError(

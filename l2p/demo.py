@@ -100,11 +100,12 @@ def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compa
     if not compare:
         return
     from .calibration.calibrate import CalibrationConfig, Calibrator
+    from .progress import terminal_bar
 
     print(f"calibrating an L2P predictor on {len(calib)} training captions ...")
     t0 = time.perf_counter()
     Calibrator(sampler, sampler.encode(calib), CalibrationConfig(steps, full_steps, name=f"demo-{full_steps}",
-               seeds=2), log=lambda s: print("  " + s)).run()
+               seeds=2), log=lambda s: print("  " + s), progress=terminal_bar).run()
     print(f"  calibration took {time.perf_counter() - t0:.1f} s")
     columns = {f"full ({steps})": full.images}
     marks = {f"full ({steps})": ok}

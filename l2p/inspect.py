@@ -172,11 +172,7 @@ def format_inspection(r: dict[str, Any]) -> str:
              f"  {b['family']} / {b['model_class']}, precision {b['precision']}, exported from {src}",
              f"  {b['files']} files, {_mb(b['bytes'])}"]
     if lat:
-        parts = [f"{lat['latent_channels']} channels" if "latent_channels" in lat else "",
-                 f"{lat['latent_height']}x{lat['latent_width']}" if "latent_height" in lat else "",
-                 f"packing {lat['packing']}" if lat.get("packing") else "",
-                 f"{lat['prediction']} prediction" if lat.get("prediction") else ""]
-        lines.append("  latent: " + ", ".join(p for p in parts if p))
+        lines.append("  latent: " + ", ".join(f"{k} {v}" for k, v in lat.items() if k != "version" and v is not None))
     lines += ["", "graphs"]
     for name, g in r["graphs"].items():
         ops = ", ".join(f"{k} {v}" for k, v in list(g["ops"].items())[:4])

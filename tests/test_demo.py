@@ -65,3 +65,40 @@ def test_demo_with_cached_methods(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert (tmp_path / "compare.png").is_file()
     assert "l2p" in out and "taylorseer2" in out and "fora" in out
+
+
+def test_sample_records_checker_verdicts(demo_run: tuple[Path, str], tmp_path: Path) -> None:
+    """On a built-in model's bundle, run.json holds the caption checker's verdict on each saved image."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from l2p.cli import main
+    from l2p.tinymodel.checker import check
+
+    prompts = ["a red circle at the top left", "a blue square at the center"]
+    assert main(["sample", str(demo_run[0] / "bundle"), "--prompt", *prompts, "--steps", "20",
+                 "--out", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / "run.json").read_text())
+    assert rec["image_size"] == [64, 64] and [v["prompt"] for v in rec["checker"]] == prompts
+    for v, name, prompt in zip(rec["checker"], rec["images"], prompts):
+        r = check(np.asarray(Image.open(tmp_path / name).convert("RGB")), prompt)
+        assert (v["ok"], v["reason"], v["colour"], v["shape"]) == (r.ok, r.reason, r.colour, r.shape)
+
+
+@pytest.mark.parametrize(("prompt", "words"), [
+    ("a dog", ["unknown word(s) dog", "knows only: a, at, blue"]),
+    ("a magenta hexagon at the top left", ["unknown word(s) magenta, hexagon"]),
+    ("a red circle", ["is not a caption", "'a <colour> <shape> at the <position>'"]),
+])
+def test_builtin_model_names_the_words_it_knows(demo_run: tuple[Path, str], tmp_path: Path, prompt: str,
+                                                words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from l2p.cli import main
+
+    assert main(["sample", str(demo_run[0] / "bundle"), "--prompt", prompt, "--steps", "2",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "tokens" not in err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "run.json").exists()

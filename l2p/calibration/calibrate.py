@@ -22,6 +22,7 @@ from ..errors import ArtifactError, InputError
 from ..predictor.artifact import Predictor, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
 from ..predictor.table import CoefficientTable
+from ..progress import BarFactory, bar_of, no_bar
 from ..sampling.methods import expectation, feature_spec, forecaster_from_table
 from ..sampling.pipeline import Sampler
 from ..sampling.settings import RunSettings
@@ -106,11 +107,14 @@ class Calibrator:
 
     ``sampler`` is used as it is (its engines, threads and guidance): the bundle is opened and
     verified once, by whoever made the sampler, however many calibrations run on it.
+    ``progress`` makes the bars of the long parts (capture, schedule search, fit variants,
+    refit capture, closed-loop rounds); the default shows none.
     """
 
     def __init__(self, sampler: Sampler, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, progress: BarFactory = no_bar) -> None:
         self.sampler = sampler
+        self.progress = progress
         self.bundle = sampler.bundle
         self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
         self.cfg = cfg
@@ -135,8 +139,10 @@ class Calibrator:
                 path.unlink()  # unreadable cache: recompute
         rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
         self.log(f"capturing {rows} conditions x {self.cfg.seeds} seeds, {self.cfg.steps} full steps each ...")
-        traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
-                       progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"))
+        with bar_of(self.progress, self.cfg.seeds * self.cfg.steps, "capture (full compute)", "step") as bar:
+            traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
+                           progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"),
+                           on_step=lambda i: bar.update())
         save_npz(path, **traj.arrays())
         return traj
 
@@ -189,17 +195,18 @@ class Calibrator:
         if cfg.schedule == "interval":
             return interval_schedule(cfg.steps, cfg.full_steps, cfg.warmup), []
         eval_seeds = range(min(cfg.seeds, 2))
-        tried: dict[tuple[int, ...], dict[str, Any]] = {}
+        candidates: dict[tuple[int, ...], tuple[int, float]] = {}  # schedule -> its first (warm-up, exponent)
         for w in WARMUPS:
-            if w >= cfg.full_steps:
-                continue
             for p in EXPONENTS:
-                sched = power_schedule(cfg.steps, cfg.full_steps, w, p)
-                if sched in tried:
-                    continue
+                if w < cfg.full_steps:
+                    candidates.setdefault(power_schedule(cfg.steps, cfg.full_steps, w, p), (w, p))
+        tried: dict[tuple[int, ...], dict[str, Any]] = {}
+        with bar_of(self.progress, len(candidates), "schedule search", "schedule") as bar:
+            for sched, (w, p) in candidates.items():
                 score = max(self.evaluate(self.fit(traj, sched, v)[0], traj, eval_seeds)
                             for v in cfg.search_variants())
                 tried[sched] = {"warmup": w, "exponent": p, "psnr_db": score, "schedule": list(sched)}
+                bar.update()
         best = max(tried.values(), key=lambda r: r["psnr_db"])
         self.log(f"schedule search: {len(tried)} candidates, best warm-up {best['warmup']}, exponent "
                  f"{best['exponent']} -> {best['psnr_db']:.2f} dB ({self.metric} PSNR) on the calibration set")
@@ -223,14 +230,16 @@ class Calibrator:
         eval_seeds = range(min(cfg.seeds, 2))
         best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
         variants = []
-        for fit_cfg in cfg.variants():  # fit variants chosen on the calibration set
-            table, stats = self.fit(traj, schedule, fit_cfg)
-            score = self.evaluate(table, traj, eval_seeds)
-            variants.append({"K": fit_cfg.K, "exact": fit_cfg.exact, "latents": fit_cfg.uses_latents,
-                             "prior": fit_cfg.prior, "ridge": fit_cfg.ridge, "psnr_db": score,
-                             "fit_seconds": stats["fit_seconds"]})
-            if best is None or score > best[0]:
-                best = (score, table, stats, fit_cfg)
+        with bar_of(self.progress, len(cfg.variants()), "fit variants", "fit") as bar:
+            for fit_cfg in cfg.variants():  # fit variants chosen on the calibration set
+                table, stats = self.fit(traj, schedule, fit_cfg)
+                score = self.evaluate(table, traj, eval_seeds)
+                variants.append({"K": fit_cfg.K, "exact": fit_cfg.exact, "latents": fit_cfg.uses_latents,
+                                 "prior": fit_cfg.prior, "ridge": fit_cfg.ridge, "psnr_db": score,
+                                 "fit_seconds": stats["fit_seconds"]})
+                if best is None or score > best[0]:
+                    best = (score, table, stats, fit_cfg)
+                bar.update()
         assert best is not None
         score, table, stats, self.fit_cfg = best
         f = self.fit_cfg
@@ -242,7 +251,9 @@ class Calibrator:
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
             to_full = cfg.refit_target == "full"
-            own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc, shadow=not to_full)
+            with bar_of(self.progress, cfg.seeds * cfg.steps, f"refit {r + 1}: own runs", "step") as bar:
+                own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc,
+                              shadow=not to_full, on_step=lambda i: bar.update())
             if to_full:
                 own = full_targets(own, traj, schedule, cfg.tap)
             cand, cstats = self.fit(own, schedule)
@@ -256,7 +267,7 @@ class Calibrator:
         if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
             table, score, closed = refine(
                 table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_seeds), score,
-                rounds=cfg.closed_loop, log=self.log)
+                rounds=cfg.closed_loop, log=self.log, progress=self.progress)
         stats.update({"calibration_psnr_db": score, "calibration_metric": self.metric,
                       "schedule_search": search[:10], "refits": refits, "closed_loop": closed,
                       "fit_variants": variants,

@@ -48,8 +48,10 @@ class Trajectories:
 
 def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int], steps: int,
             forecaster: Forecaster | None = None, progress: Callable[[int], None] | None = None,
-            shadow: bool = True) -> Trajectories:
+            shadow: bool = True, on_step: Callable[[int], None] | None = None) -> Trajectories:
     """Run every condition row (as one batch) for each seed and record every step.
+
+    ``progress(n)`` is called after seed number ``n``, ``on_step(i)`` after every step ``i`` of every run.
 
     With a ``forecaster`` the run is the cached sampler's own (forecast steps use the predictor);
     with ``shadow`` the transformer also runs on forecast steps to record the true features
@@ -67,7 +69,7 @@ def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int],
                 feat_steps.setdefault(tap, []).append(f.copy())
 
         res = sampler.sample(cond, seed, steps, forecaster=forecaster, capture=grab, decode=False,
-                             shadow=shadow and forecaster is not None, method="full")
+                             shadow=shadow and forecaster is not None, method="full", progress=on_step)
         lat_runs.append(np.stack(lat_steps, axis=1))  # (B, N, *shape)
         feat_runs.append({k: np.stack(v, axis=1) for k, v in feat_steps.items()})
         finals.append(res.final)

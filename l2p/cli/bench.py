@@ -49,6 +49,7 @@ def budgets(text: str, steps: int) -> list[int]:
 def run(a: argparse.Namespace) -> int:
     from ..bench import BENCH_SEED0, format_table, plot, run_bench
     from ..calibration.calibrate import CalibrationConfig, Calibrator
+    from ..progress import terminal_bar
 
     steps = run_settings(a).steps
     budget_list = budgets(a.budgets, steps)
@@ -61,7 +62,7 @@ def run(a: argparse.Namespace) -> int:
         calib = cond if not a.calib_conditioning else sampler.load_conditioning(a.calib_conditioning)
         for m in budget_list:
             cfg = CalibrationConfig(steps=steps, full_steps=m, name=f"bench-{m}", seeds=a.calib_seeds)
-            Calibrator(sampler, calib, cfg, log=log).run()
+            Calibrator(sampler, calib, cfg, log=log, progress=terminal_bar).run()
         methods = [*methods, "l2p:bench-{M}"]
     seeds = range(BENCH_SEED0, BENCH_SEED0 + a.seeds)
     report = run_bench(sampler, cond, steps, budget_list, methods, seeds, log=log)

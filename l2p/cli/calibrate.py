@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(a: argparse.Namespace) -> int:
     from ..calibration.calibrate import CalibrationConfig, Calibrator
+    from ..progress import terminal_bar
 
     cfg = CalibrationConfig(steps=a.steps, full_steps=a.full_steps, name=a.name, seeds=a.seeds, tap=a.tap,
                             Ks=tuple(a.K), latents=not a.no_latents, solver=a.solver,
@@ -64,5 +65,5 @@ def run(a: argparse.Namespace) -> int:
         raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
     check_conditioning_args(a)
     sampler = open_sampler(a)
-    Calibrator(sampler, conditioning(sampler, a), cfg).run()
+    Calibrator(sampler, conditioning(sampler, a), cfg, progress=terminal_bar).run()
     return 0

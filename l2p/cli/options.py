@@ -16,7 +16,6 @@ every range error reads the same. Counts that no settings object holds use :func
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Any
 
 from ..engine.registry import BACKENDS
@@ -71,13 +70,6 @@ def _at_least(text: str, lo: int, what: str) -> int:
     if v < lo:
         raise argparse.ArgumentTypeError(f"{v} is not {what}")
     return v
-
-
-def progress(total: int, desc: str) -> Any:
-    """A tqdm bar on stderr when it is a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=not sys.stderr.isatty())
 
 
 # run ----------------------------------------------------------------------------------------

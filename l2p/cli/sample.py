@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from ..errors import InputError
 from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
-                      add_run_options, check_conditioning_args, conditioning, open_sampler, progress, run_settings)
+                      add_run_options, check_conditioning_args, conditioning, open_sampler, run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(a: argparse.Namespace) -> int:
     from ..atomic import load_npz, save_npz, write_json
+    from ..engine.onnxruntime_backend import resolve_threads
+    from ..progress import terminal_bar
+    from ..run_record import run_record
     from ..sampling.pipeline import save_images
 
     settings = run_settings(a)
@@ -47,22 +49,20 @@ def run(a: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read --initial-latents {a.initial_latents}: {e}") from None
     out = Path(a.out)
-    bar = progress(settings.steps, f"sampling ({settings.method})")
+    bar = terminal_bar(settings.steps, f"sampling ({settings.method})", "step")
     res = sampler.run(cond, settings, initial=initial, progress=lambda i: bar.update(1))
     bar.close()
     paths = save_images(res.images, out) if res.images is not None and res.images.size else []
     save_npz(out / "latents.npz", initial=res.initial, final=res.final)
     computed = res.loop.computed_steps
-    record = {
-        "bundle": str(Path(a.bundle).resolve()), "bundle_hash": sampler.bundle.hash, "method": settings.method,
-        "steps": settings.steps, "full_steps": computed, "seed": settings.seed, "rows": int(res.final.shape[0]),
-        "index": a.index, "backend": a.backend, "device": a.device, "prompts": list(a.prompt or []),
-        "conditioning": str(a.conditioning) if a.conditioning else None,
-        "initial_latents": str(a.initial_latents) if a.initial_latents else None,
-        "timings": {"denoise_s": res.seconds, "per_step_s": [s.seconds for s in res.loop.steps]},
-        "computed_steps": [s.index for s in res.loop.steps if s.computed],
-        "images": [p.name for p in paths], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    prompts = list(a.prompt or [])
+    if a.index is not None and prompts:
+        prompts = prompts[a.index:a.index + 1]
+    threads = resolve_threads(a.threads) if a.backend.startswith("onnxruntime") else a.threads
+    record = run_record(sampler, settings, res, prompts=prompts, images=paths, threads=threads, index=a.index,
+                        backend=a.backend, device=a.device,
+                        conditioning=str(a.conditioning) if a.conditioning else None,
+                        initial_latents=str(a.initial_latents) if a.initial_latents else None)
     write_json(out / "run.json", record)
     print(f"{len(paths)} image(s), {computed}/{settings.steps} full steps, {res.seconds:.2f} s -> {out}/")
     return 0

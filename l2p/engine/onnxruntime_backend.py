@@ -55,12 +55,8 @@ def _import_ort() -> Any:
     return ort
 
 
-def session_options(threads: int | None = None, deterministic: bool = True) -> Any:
-    """Session options: full graph optimisation; fixed thread count for reproducible timing."""
-    ort = _import_ort()
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
+def resolve_threads(threads: int | None = None) -> int:
+    """The intra-op thread count of an engine: ``threads``, else ``$L2P_THREADS``, else all cores."""
     if threads is None:
         env = os.environ.get("L2P_THREADS", "0").strip()
         if not env.isdigit():
@@ -69,7 +65,16 @@ def session_options(threads: int | None = None, deterministic: bool = True) -> A
     limit = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
     if not 1 <= threads <= limit:  # onnxruntime would start them all: thousands exhaust the memory
         raise InputError(f"--threads {threads} is out of range; use 1..{limit} ({os.cpu_count()} cores here)")
-    so.intra_op_num_threads = threads
+    return threads
+
+
+def session_options(threads: int | None = None, deterministic: bool = True) -> Any:
+    """Session options: full graph optimisation; fixed thread count for reproducible timing."""
+    ort = _import_ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    so.intra_op_num_threads = resolve_threads(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if deterministic:

@@ -70,6 +70,9 @@ def _load(cls_name: str, path: Path, dtype: torch.dtype) -> torch.nn.Module:
     import diffusers
     import transformers
 
+    # their "Loading weights" bars would interleave with our log lines; loading a checkpoint is quick
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     cls = getattr(diffusers, cls_name, None) or getattr(transformers, cls_name, None)
     if cls is None:
         raise InputError(f"{path}: unknown class '{cls_name}'")

@@ -16,6 +16,7 @@ from ..engine.base import Engine
 from ..engine.device_array import get_xp
 from ..engine.registry import device_backends, open_engine
 from ..errors import InputError, NumericalError
+from ..models import builtin_model_of, check_builtin_prompts
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
 from .families.base import FamilyRuntime
@@ -101,6 +102,9 @@ class Sampler:
         """Conditioning rows for ``prompts`` through the bundle's text encoders."""
         if not prompts or any(not isinstance(p, str) for p in prompts):
             raise InputError("give at least one prompt text")
+        builtin = builtin_model_of(self.bundle.manifest)
+        if builtin is not None:  # its few words: say so instead of a blank image or "too many tokens"
+            check_builtin_prompts(builtin, prompts)
         if self._tokenizers is None:
             self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
         cond = self.rt.encode(prompts, lambda g, feed: self.engine(g).run(feed), self._tokenizers)
