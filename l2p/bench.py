@@ -176,11 +176,38 @@ def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
     return count_flops(model, dims, strict=False)
 
 
+def borrowed(owner: str) -> str:
+    """The ``schedule`` label of a preset row run on the computed steps that predictor ``l2p:owner`` chose."""
+    return f"of l2p:{owner}"
+
+
+def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets: Sequence[int]) -> None:
+    """Refuse, before any compute, a method name bench does not know or an ``l2p:NAME``
+    predictor (``{M}`` = each budget) that is missing or made for another bundle, step count or
+    budget; the message says how to make a matching one."""
+    from .predictor.artifact import load_predictor
+    from .sampling.methods import expectation
+
+    for meth in methods:
+        for m_budget in budgets:
+            parsed = Method.parse(meth.replace("{M}", str(m_budget)))
+            if parsed.kind != "l2p":
+                continue
+            folder = sampler.bundle.predictors_dir / parsed.name
+            if not (folder / "predictor.json").is_file():
+                raise InputError(f"--methods {meth}: bundle {sampler.bundle.root} has no predictor '{parsed.name}' "
+                                 f"for budget {m_budget}; make it with: l2p calibrate {sampler.bundle.root} --steps "
+                                 f"{steps} --full-steps {m_budget} --name {parsed.name} (or bench --calibrate)")
+            load_predictor(folder, expect=expectation(sampler.bundle, steps, m_budget))
+
+
 def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets: Sequence[int],
               methods: Sequence[str], seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Bench ``methods`` at each budget. ``l2p:NAME`` may contain ``{M}`` (the budget); a method
-    named twice is benched once."""
+    named twice is benched once. Every method is checked (:func:`check_methods`) before the
+    full-compute reference runs."""
     methods = list(dict.fromkeys(methods))
+    check_methods(sampler, methods, steps, budgets)
     bench = Bench(sampler, cond, steps, seeds, log)
     rows = [bench.row("full", None, "all")]
     for m_budget in budgets:
@@ -201,9 +228,7 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
                 for sched, owner in l2p_scheds.items():
                     if sched != interval_schedule(steps, m_budget):
                         fc = preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=sched)
-                        rows.append(bench.row(meth, fc, f"={owner}"))
-            elif meth != "full" and not meth.startswith("l2p"):
-                raise InputError(f"unknown method '{meth}' for bench")
+                        rows.append(bench.row(meth, fc, borrowed(owner)))
     return {"bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash, "steps": steps,
             "seeds": list(seeds), "transformer_flops": bench.f_transformer,
             "rows": [asdict(r) for r in rows]}
@@ -221,8 +246,23 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def series_label(row: dict[str, Any]) -> str:
+    """The plot's name for a bench row's line over budgets: the method, and whose schedule it ran
+    on when not its own or the even interval one (``taylorseer2 on l2p:bench's schedule``)."""
+    m = str(row["full_steps"])
+
+    def strip(name: str) -> str:  # one line per predictor family over budgets: l2p:bench-10 -> l2p:bench
+        return name[: -len(m) - 1] if name.endswith("-" + m) else name
+
+    schedule = str(row["schedule"])
+    if schedule.startswith("of l2p:"):
+        return f"{row['method']} on l2p:{strip(schedule[len('of l2p:'):])}'s schedule"
+    return strip(str(row["method"]))
+
+
 def plot(report: dict[str, Any], path: Path) -> Path:
-    """PNG of quality (PSNR) vs. FLOPs reduction, one line per method."""
+    """PNG of quality (PSNR vs. full compute) against transformer-FLOPs reduction, one line per
+    method over the budgets; the legend sits outside the axes, so it covers no line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,24 +270,29 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     from .atomic import atomic_open
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
     series: dict[str, list[tuple[float, float]]] = {}
+    method_of: dict[str, str] = {}
     for r in report["rows"]:
-        if r["method"] == "full":
-            continue
-        key = r["method"] if r["schedule"] in ("interval", "own") else f"{r['method']} (schedule {r['schedule']})"
-        key = key.replace("-" + str(r["full_steps"]), "")  # one line per predictor family over budgets
-        series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
+        if r["method"] != "full":
+            key = series_label(r)
+            series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
+            method_of[key] = key.split(" on ")[0]
+    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted(set(method_of.values())))}  # a method keeps its colour
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
     for key, pts in sorted(series.items()):
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key)
-    ax.set_xlabel("transformer FLOPs reduction (x)")
+        borrowed_schedule = " on " in key  # dashed: the same method on an L2P predictor's schedule
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--" if borrowed_schedule else "o-", label=key,
+                color=colours[method_of[key]], lw=2.5 if key.startswith("l2p") else 1.5)
+    seeds = len(report["seeds"])
+    ax.set_xlabel("transformer FLOPs reduction vs. full compute (x)")
     ax.set_ylabel("PSNR vs. full compute (dB)")
-    ax.set_title(f"quality vs. speed-up, {report['steps']} steps")
+    ax.set_title(f"Quality vs. FLOPs reduction ({report['steps']} steps, {seeds} seed{'s' * (seeds != 1)})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              title="method (even interval schedule\nunless noted)", title_fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+        fig.savefig(f, format="png", bbox_inches="tight")
     plt.close(fig)
     return path

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from l2p.atomic import write_json
-from l2p.bench import BENCH_SEED0, format_table, plot, run_bench
+from l2p.bench import BENCH_SEED0, borrowed, format_table, plot, run_bench
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
 from l2p.sampling.pipeline import Sampler
 
@@ -48,8 +48,8 @@ def margins(report: dict, methods: list[str]) -> str:
         name, m = r["method"][4:], r["full_steps"]
         presets = [q for q in rows if q["full_steps"] == m and q["method"] in methods]
         interval = [q for q in presets if q["schedule"] == "interval"]
-        same = [q for q in presets if q["schedule"] == f"={name}"]
-        # no '=NAME' rows: the predictor's schedule is the interval one
+        same = [q for q in presets if q["schedule"] == borrowed(name)]
+        # no such rows: the predictor's schedule is the interval one
         groups = [("the same schedule", same), ("the interval schedule", interval)] if same else \
             [("the same (interval) sched.", interval)]
         for label, group in groups:

@@ -47,7 +47,7 @@ def budgets(text: str, steps: int) -> list[int]:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..bench import BENCH_SEED0, format_table, plot, run_bench
+    from ..bench import BENCH_SEED0, check_methods, format_table, plot, run_bench
     from ..calibration.calibrate import CalibrationConfig, Calibrator
     from ..progress import terminal_bar
 
@@ -57,6 +57,9 @@ def run(a: argparse.Namespace) -> int:
     sampler = open_sampler(a)  # the one open of the bundle: every calibration and run below shares it
     cond = conditioning(sampler, a)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    made = {"l2p:bench-{M}"} if a.calibrate else set()  # --calibrate makes these first
+    # every name and predictor is checked before calibrating or the full-compute pass
+    check_methods(sampler, [m for m in methods if m not in made], steps, budget_list)
     log = (lambda s: None) if a.json else print
     if a.calibrate:  # one predictor per budget, calibrated on seeds 0.. (bench seeds are disjoint)
         calib = cond if not a.calib_conditioning else sampler.load_conditioning(a.calib_conditioning)
