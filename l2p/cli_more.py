@@ -1,4 +1,4 @@
-"""Subcommands beyond export/validate/sample (calibrate, bench, build, demo), registered into
+"""Subcommands beyond export/validate/sample (calibrate, bench, build, demo, triton-repo, serve), registered into
 :mod:`l2p.cli`."""
 
 from __future__ import annotations
@@ -86,6 +86,42 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _repo_settings(a: argparse.Namespace) -> Any:
+    from .serve.repository import RepoSettings
+
+    return RepoSettings(method=a.method, full_steps=a.full_steps, steps=a.steps, backend=a.backend,
+                        instances=a.instances, max_batch=a.max_batch, threads=a.threads, guidance=a.guidance)
+
+
+def cmd_triton_repo(a: argparse.Namespace) -> int:
+    from .serve.repository import write_repository
+
+    out = write_repository(a.bundle, a.out, _repo_settings(a), copy_bundle=not a.reference)
+    print(f"wrote Triton model repository {out} (model 'l2p')")
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .serve.local import serve
+    from .serve.tritonserver import Ports
+
+    return serve(a.bundle, _repo_settings(a), Ports(a.http_port, a.grpc_port, a.metrics_port), a.address)
+
+
+def _serve_options(p: Any) -> None:
+    p.add_argument("bundle")
+    p.add_argument("--method", default="full", help="default method of requests that name none "
+                   "(full, fora, taylorseer1, taylorseer2, lagrange2, l2p or l2p:NAME)")
+    p.add_argument("--full-steps", type=int, help="default budget of the default method")
+    p.add_argument("--steps", type=int, help="default step count (the predictor's for l2p:NAME, else 50)")
+    p.add_argument("--backend", default="onnxruntime",
+                   help="onnxruntime (CPU instances), or onnxruntime-cuda / tensorrt (GPU instances)")
+    p.add_argument("--instances", type=int, default=1, help="model instances per device (instance group count)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests Triton batches into one execute call")
+    p.add_argument("--threads", type=int, help="CPU threads per engine")
+    p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance embedding (guidance-distilled models)")
+
+
 def _register(sub: Any) -> None:
     c = sub.add_parser("calibrate", help="learn an L2P predictor for a bundle (torch-free)",
                        description="Capture full-compute trajectories through the bundle's engine, fit the "
@@ -160,6 +196,24 @@ def _register(sub: Any) -> None:
     d.add_argument("--full-steps", type=_positive, default=10, help="budget for the cached methods")
     d.add_argument("--no-compare", action="store_true", help="full compute only (skip L2P vs. caches)")
     d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository for a bundle",
+                       description="Write REPO/l2p (config.pbtxt, a Python-backend model.py running the torch-free "
+                       "loop, the bundle) to mount into NVIDIA's Triton container.")
+    _serve_options(r)
+    r.add_argument("--out", required=True, help="repository folder to write")
+    r.add_argument("--reference", action="store_true",
+                   help="reference the bundle by absolute path instead of linking/copying it into the repository")
+    r.set_defaults(func=cmd_triton_repo)
+
+    v = sub.add_parser("serve", help="serve a bundle with a real tritonserver until Ctrl-C / SIGTERM",
+                       description="Write a repository to a temporary folder and run tritonserver in the foreground.")
+    _serve_options(v)
+    v.add_argument("--address", default="127.0.0.1", help="address the endpoints listen on")
+    v.add_argument("--http-port", type=int, default=8000)
+    v.add_argument("--grpc-port", type=int, default=8001)
+    v.add_argument("--metrics-port", type=int, default=8002)
+    v.set_defaults(func=cmd_serve)
 
 
 _EXTRA_COMMANDS.append(_register)
