@@ -27,6 +27,7 @@ def test_runtime_modules_do_not_import_torch() -> None:
         import l2p.engine, l2p.predictor.graph, l2p.predictor.artifact, l2p.predictor.presets
         import l2p.calibration.calibrate, l2p.calibration.fidelity, l2p.sampling.pipeline, l2p.bench
         import l2p.cli, l2p.cli_more, l2p.demo
+        import l2p.serve.backend, l2p.serve.client, l2p.serve.local, l2p.serve.repository, l2p.serve.triton_model
         assert "torch" not in sys.modules
         print("ok")
     """)

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -49,6 +50,18 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+
+
+def free_ports(n: int = 3, address: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free on ``address`` now (bound together, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((address, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def python_lib_dir() -> Path:
@@ -98,10 +111,19 @@ def backend_directory(inst: Installation, dest: Path) -> Path:
     return dest
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the thread that started it dies (even by SIGKILL)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class TritonServer:
     """One tritonserver process serving ``repository`` on ``address`` (a context manager).
 
-    Its output is kept (the last lines, for error messages) and copied to ``echo`` if given.
+    Its output is kept (the last lines, for error messages) and copied to ``echo`` if given. On
+    Linux the server gets SIGTERM when the thread that started it dies, so a killed ``l2p serve``
+    does not leave it running: start it from a thread that outlives it (the main thread).
     """
 
     def __init__(self, repository: Path, backends: Path, inst: Installation, ports: Ports = Ports(),
@@ -138,7 +160,8 @@ class TritonServer:
             paths = [str(d) for d in self.inst.lib_dirs] + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
             env["LD_LIBRARY_PATH"] = ":".join(paths)
         self.proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+                                     stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self._reader = threading.Thread(target=self._read, name="tritonserver-log", daemon=True)
         self._reader.start()
 
@@ -155,10 +178,12 @@ class TritonServer:
         return self.proc is not None and self.proc.poll() is None
 
     def errors(self) -> str:
-        """The server's error lines (Triton's ``E...`` log lines and Python errors), one line."""
-        lines = [ln.strip() for ln in self.tail
-                 if ln[:1] == "E" and ln[1:5].isdigit() or "Error" in ln or "error:" in ln]
-        return " | ".join(lines[-4:]) or "no error in its log"
+        """The gist of the server's error log lines, one line: why the model failed to load if it
+        did, else the last errors."""
+        lines = [ln.partition("] ")[2].strip().strip('"').split("\\n")[0]  # Triton escapes tracebacks in
+                 for ln in self.tail if ln[:1] == "E" and ln[1:5].isdigit()]  # E<mmdd> lines: errors
+        load = [ln for ln in lines if ln.startswith("failed to load")]
+        return " | ".join(load[-1:] or lines[-2:]) or "no error in its log"
 
     def wait_ready(self, timeout_s: float = 120.0, stop: threading.Event | None = None) -> None:
         """Poll ``/v2/health/ready`` until it answers 200; raise if the server exits or ``timeout_s`` passes."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import importlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from l2p.errors import L2PError
+from l2p.serve.tritonserver import free_ports  # noqa: F401  (the tests' ports)
 
 ADDRESS = "127.0.0.1"
 STEPS = 6  # the served default; tests pass it to ``l2p sample`` too
@@ -20,8 +21,8 @@ STEPS = 6  # the served default; tests pass it to ``l2p sample`` too
 def why_no_server() -> str | None:
     """Why the serving tests cannot run here (``None``: they can)."""
     try:
-        import tritonclient.grpc  # noqa: F401
-        import tritonclient.http  # noqa: F401
+        for module in ("tritonclient.grpc", "tritonclient.http"):
+            importlib.import_module(module)
     except ImportError:
         return "tritonclient is not installed: pip install 'l2p[serve]'"
     from l2p.serve.tritonserver import find_tritonserver
@@ -33,39 +34,17 @@ def why_no_server() -> str | None:
     return None
 
 
-needs_tritonserver = pytest.mark.skipif(why_no_server() is not None, reason=str(why_no_server()))
-
-
-def free_ports(n: int = 3) -> list[int]:
-    """``n`` distinct free TCP ports on the loopback address (bound together, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((ADDRESS, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+_WHY = why_no_server()
+needs_tritonserver = pytest.mark.skipif(_WHY is not None, reason=str(_WHY))
 
 
 def request(mod: Any, cond: dict[str, np.ndarray], rows: int | slice, seed: int, **options: Any) -> list[Any]:
     """Inputs of one request (``mod``: tritonclient.http or tritonclient.grpc): conditioning ``rows``
-    (an int: that row, batch 1), ``seed`` and options; wire types follow the numpy dtypes."""
-    from tritonclient.utils import np_to_triton_dtype
+    (an int: that row, batch 1), ``seed`` and options."""
+    from l2p.serve.client import infer_inputs, request_arrays
 
     sel = slice(rows, rows + 1) if isinstance(rows, int) else rows
-    arrays = {k: v[sel] for k, v in cond.items()}
-    n = next(iter(arrays.values())).shape[0] if arrays else 1  # Triton wants one batch size for all inputs
-    arrays["seed"] = np.full((n, 1), seed, np.int64)
-    types = {"steps": np.int32, "full_steps": np.int32, "cfg_scale": np.float32, "method": np.object_}
-    for k, v in options.items():
-        arrays[k] = np.full((n, 1), v.encode() if isinstance(v, str) else v, dtype=types[k])
-    inputs = []
-    for name, a in arrays.items():
-        i = mod.InferInput(name, list(a.shape), np_to_triton_dtype(a.dtype))
-        i.set_data_from_numpy(a)
-        inputs.append(i)
-    return inputs
+    return infer_inputs(mod, request_arrays(seed, {k: v[sel] for k, v in cond.items()}, **options))
 
 
 @pytest.fixture(scope="module")
