@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import L2PError, MissingDependencyError
+from ..errors import InputError, L2PError, MismatchError, MissingDependencyError
 from ..sampling.pipeline import Sampler
 from .contract import Interface, interface
 from .jobs import Defaults, parse_job, run_job
@@ -87,8 +87,9 @@ class L2PModel:
                 arrays[name] = None if t is None else np.array(t.as_numpy())  # own copy of shared memory
             out = run_job(self.sampler, parse_job(arrays, self.iface, self.defaults), self.iface.has_image)
             return pb.InferenceResponse(output_tensors=[pb.Tensor(k, v) for k, v in out.items()])
-        except L2PError as e:
-            return pb.InferenceResponse(error=self._error(str(e), "INVALID_ARG"))
+        except L2PError as e:  # the client's mistake, or the model's (NaN...): l2p's one-line message
+            client = isinstance(e, (InputError, MismatchError))
+            return pb.InferenceResponse(error=self._error(str(e), "INVALID_ARG" if client else "INTERNAL"))
         except Exception as e:  # a bug in l2p: answer this request, log, keep serving the next ones
             traceback.print_exc(file=sys.stderr)
             return pb.InferenceResponse(error=self._error(f"internal error in l2p ({type(e).__name__}: {e}); "
