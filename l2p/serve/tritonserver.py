@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import MissingDependencyError, ServerError
+from ..errors import InputError, MissingDependencyError, ServerError
 
 INSTALL_HINT = ("install NVIDIA Triton Inference Server's binary with `pip install --no-deps nvidia-pytriton==0.7.0` "
                 "(--no-deps keeps your numpy) and the clients with `pip install 'l2p[serve]'`, or run in NVIDIA's "
@@ -50,6 +50,13 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+
+    def __post_init__(self) -> None:
+        given = {"--http-port": self.http, "--grpc-port": self.grpc, "--metrics-port": self.metrics}
+        bad = [f"{k} {v}" for k, v in given.items() if not 1 <= v <= 65535]
+        if bad or len(set(given.values())) < 3:
+            raise InputError(f"ports {', '.join(f'{k} {v}' for k, v in given.items())}: give three different "
+                             "ports in 1..65535")
 
 
 def free_ports(n: int = 3, address: str = "127.0.0.1") -> list[int]:

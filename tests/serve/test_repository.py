@@ -83,3 +83,5 @@ def test_serve_without_tritonserver_says_what_to_install(flux_bundle: Path, monk
     monkeypatch.setenv("PATH", "/nonexistent")
     e = err(capsys, ["serve", str(flux_bundle)])
     assert "pip install --no-deps nvidia-pytriton" in e and "l2p[serve]" in e
+    assert "three different ports" in err(capsys, ["serve", str(flux_bundle), "--grpc-port", "8000"])
+    assert "three different ports" in err(capsys, ["serve", str(flux_bundle), "--http-port", "0"])
