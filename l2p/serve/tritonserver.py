@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -140,6 +141,9 @@ class TritonServer:
         self.proc: subprocess.Popen[str] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=200)
         self._reader: threading.Thread | None = None
+        # the Python backend's shared-memory regions: named so that stop() can remove what a forced exit
+        # leaves (Triton exits without cleaning up when its exit timeout expires, e.g. on idle client connections)
+        self.shm_prefix = f"l2p_triton_{os.getpid()}_{secrets.token_hex(4)}_"
 
     @property
     def http_url(self) -> str:
@@ -159,7 +163,8 @@ class TritonServer:
                 "--backend-directory", str(self.backends), "--disable-auto-complete-config",
                 "--http-address", a, "--http-port", str(p.http), "--grpc-address", a, "--grpc-port", str(p.grpc),
                 "--allow-metrics", "true", "--allow-gpu-metrics", "false", "--metrics-address", a,
-                "--metrics-port", str(p.metrics), "--exit-timeout-secs", str(self.exit_timeout_s)]
+                "--metrics-port", str(p.metrics), "--exit-timeout-secs", str(self.exit_timeout_s),
+                "--backend-config", f"python,shm-region-prefix-name={self.shm_prefix}"]
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -228,6 +233,8 @@ class TritonServer:
         code = self.proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
         return code
 
     def __enter__(self) -> TritonServer:
