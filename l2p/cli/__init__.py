@@ -17,11 +17,11 @@ from collections.abc import Sequence
 
 from ..errors import L2PError
 from ..versions import versions
-from . import bench, build, calibrate, demo, export, inspect, sample, validate
+from . import bench, build, calibrate, demo, export, inspect, sample, serve, triton_repo, validate
 from .options import Parser
 
 #: the subcommands, in the order ``l2p --help`` lists them
-COMMANDS = (export, validate, inspect, sample, calibrate, bench, build, demo)
+COMMANDS = (export, validate, inspect, sample, calibrate, bench, build, demo, triton_repo, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

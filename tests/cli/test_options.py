@@ -55,9 +55,10 @@ def test_help_lists_every_method_and_precision() -> None:
 
 def test_every_command_has_a_module() -> None:
     names = [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]
-    assert names == ["export", "validate", "inspect", "sample", "calibrate", "bench", "build", "demo"]
+    assert names == ["export", "validate", "inspect", "sample", "calibrate", "bench", "build", "demo", "triton_repo",
+                     "serve"]
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(sub.choices) == names
+    assert list(sub.choices) == [n.replace("_", "-") for n in names]
 
 
 def test_python_m_runs_the_package() -> None:
@@ -104,7 +105,7 @@ def test_calibrate_steps_default_like_sample() -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: l2p") and all(m.__name__.rsplit(".", 1)[1] in out for m in COMMANDS)
+    assert out.startswith("usage: l2p") and all(m.__name__.rsplit(".", 1)[1].replace("_", "-") in out for m in COMMANDS)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
