@@ -130,7 +130,8 @@ def plan_info(bundle: Bundle) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for sidecar in sorted(root.glob("*/*.json")):
         graph = sidecar.parent.name
-        item: dict[str, Any] = {"graph": graph, "file": sidecar.with_suffix(".plan").relative_to(bundle.root).as_posix()}
+        plan = sidecar.with_suffix(".plan").relative_to(bundle.root).as_posix()
+        item: dict[str, Any] = {"graph": graph, "file": plan}
         try:
             info = read_sidecar(sidecar)
         except L2PError as e:
@@ -162,6 +163,28 @@ def _fit_words(chosen: dict[str, Any] | None) -> str:
     return words + (", latent terms" if chosen.get("latents") else "")
 
 
+def _section(title: str, items: list[dict[str, Any]], describe: Any, empty: str) -> list[str]:
+    """A titled list: ``describe(item)`` lines per item, its error instead when it has one."""
+    out = ["", title]
+    for it in items:
+        label = it.get("name") or it.get("file")
+        out += [f"  {label}: cannot be used: {it['error']}"] if "error" in it else describe(it)
+    return out + ([f"  none ({empty})"] if not items else [])
+
+
+def _predictor_lines(p: dict[str, Any]) -> list[str]:
+    score = p["calibration_psnr_db"]
+    scored = f", calibration {score:.2f} dB ({p['calibration_metric']} PSNR)" if score is not None else ""
+    return [f"  {p['name']}: {p['method']}, tap {p['tap']}, {p['full_steps']}/{p['steps']} full steps, "
+            f"K={p['K']}{_fit_words(p['chosen'])}{scored}, sha256 {p['sha256'][:12]}",
+            f"    schedule {p['schedule']}"]
+
+
+def _plan_lines(t: dict[str, Any]) -> list[str]:
+    return [f"  {t['graph']}: key {t['key'][:12]}, TensorRT {t['trt_version']}, sm {t['compute_capability']}, "
+            f"{t['precision']}, {_mb(t['bytes'])}{'' if t['current'] else ', STALE (graph changed)'}"]
+
+
 def format_inspection(r: dict[str, Any]) -> str:
     """The report of :func:`inspect_bundle` as text, one section per part of the bundle."""
     b = r["bundle"]
@@ -182,9 +205,12 @@ def format_inspection(r: dict[str, Any]) -> str:
         lines += [f"    in   {_tensor(t)}" for t in g["inputs"]]
         lines += [f"    out  {_tensor(t)}" for t in g["outputs"]]
     lines += ["", "text encoders"]
-    lines += [f"  {enc}: {t['kind']} tokenizer {t['tokenizer']}, vocabulary {t['vocab_size']}, "
-              f"{t['max_length']} tokens ({'longer prompts are cut' if t['truncates'] else 'longer prompts refused'}), "
-              f"pad id {t['pad_id']}" for enc, t in r["text_encoders"].items()] or ["  none (sample with --conditioning)"]
+    for enc, t in r["text_encoders"].items():
+        longer = "longer prompts are cut" if t["truncates"] else "longer prompts refused"
+        lines.append(f"  {enc}: {t['kind']} tokenizer {t['tokenizer']}, vocabulary {t['vocab_size']}, "
+                     f"{t['max_length']} tokens ({longer}), pad id {t['pad_id']}")
+    if not r["text_encoders"]:
+        lines.append("  none (sample with --conditioning)")
     lines += ["", "scheduler"]
     sch = r["scheduler"]
     if sch is None:
@@ -195,25 +221,8 @@ def format_inspection(r: dict[str, Any]) -> str:
             shown = [k for k in shown if k not in ("base_shift", "max_shift")]
         key = ", ".join(f"{k}={sch[k]}" for k in shown)
         lines.append(f"  {sch.get('_class_name', '?')}: {key}")
-    lines += ["", "predictors"]
-    for p in r["predictors"]:
-        if "error" in p:
-            lines.append(f"  {p['name']}: cannot be used: {p['error']}")
-            continue
-        score = p["calibration_psnr_db"]
-        scored = f", calibration {score:.2f} dB ({p['calibration_metric']} PSNR)" if score is not None else ""
-        lines.append(f"  {p['name']}: {p['method']}, tap {p['tap']}, {p['full_steps']}/{p['steps']} full steps, "
-                     f"K={p['K']}{_fit_words(p['chosen'])}{scored}, sha256 {p['sha256'][:12]}")
-        lines.append(f"    schedule {p['schedule']}")
-    if not r["predictors"]:
-        lines.append(f"  none (make one with: l2p calibrate {b['path']} ... --name NAME)")
-    lines += ["", "TensorRT plans"]
-    for t in r["plans"]:
-        if "error" in t:
-            lines.append(f"  {t['graph']}: {t['file']}: {t['error']}")
-            continue
-        lines.append(f"  {t['graph']}: key {t['key'][:12]}, TensorRT {t['trt_version']}, sm {t['compute_capability']}, "
-                     f"{t['precision']}, {_mb(t['bytes'])}{'' if t['current'] else ', STALE (graph changed)'}")
-    if not r["plans"]:
-        lines.append(f"  none (build them on a GPU with: l2p build {b['path']} --opt DIMS)")
+    lines += _section("predictors", r["predictors"], _predictor_lines,
+                      f"make one with: l2p calibrate {b['path']} ... --name NAME")
+    lines += _section("TensorRT plans", r["plans"], _plan_lines,
+                      f"build them on a GPU with: l2p build {b['path']} --opt DIMS")
     return "\n".join(lines)

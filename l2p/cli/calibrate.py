@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_run_options(c, sampling=False, full_steps_required=True,
                     full_steps="budget: how many of the --steps steps run the transformer")
     c.add_argument("--name", default="default", help="predictor name (use with --method l2p:NAME)")
-    c.add_argument("--seeds", type=int, default=4, metavar="N", help="seeds per condition (calibration set size, 1..256)")
+    c.add_argument("--seeds", type=int, default=4, metavar="N",
+                   help="seeds per condition (calibration set size, 1..256)")
     c.add_argument("--tap", default="output", choices=list(TAPS),
                    help="feature to forecast: the model output, or the cumulative block residual + cheap head")
     c.add_argument("--K", type=positive, nargs="+", default=[3, 4, 5], metavar="K",
@@ -33,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--schedule", default="search", choices=["search", "interval"],
                    help="search warm-up + spacing on the calibration set, or a fixed interval")
     c.add_argument("--warmup", type=non_negative, default=1, metavar="N", help="warm-up steps for --schedule interval")
-    c.add_argument("--refit", type=int, default=1, metavar="ROUNDS", help="rounds of refitting on the cached sampler's own runs")
+    c.add_argument("--refit", type=int, default=1, metavar="ROUNDS",
+                   help="rounds of refitting on the cached sampler's own runs")
     c.add_argument("--refit-target", default="full", choices=["full", "true"],
                    help="refit towards the full-compute run's feature at each step, or the true feature at the "
                         "cached run's latent")

@@ -11,7 +11,8 @@ from .options import PRECISIONS, add_output_options, positive
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e = sub.add_parser("export", help="export a diffusers model to an ONNX bundle (needs torch)",
                        description="Export a local diffusers folder (or the built-in 'tiny-flux') to a bundle.")
-    e.add_argument("model", metavar="MODEL", help="diffusers pipeline folder, transformer-only folder, or built-in name (tiny-flux)")
+    e.add_argument("model", metavar="MODEL",
+                   help="diffusers pipeline folder, transformer-only folder, or built-in name (tiny-flux)")
     add_output_options(e, out="bundle folder to write (an up-to-date bundle there is left alone)")
     e.add_argument("--latent-size", nargs=2, type=positive, metavar=("H", "W"),
                    help="VAE latent height and width (before FLUX's 2x2 packing)")
@@ -19,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.add_argument("--width", type=positive, metavar="W", help="image width (pipeline folders)")
     e.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="compute precision inside the graph (fp32 for ONNX Runtime CPU)")
-    e.add_argument("--max-sequence-length", type=positive, metavar="N", help="T5 token length (default 512 or the model's)")
+    e.add_argument("--max-sequence-length", type=positive, metavar="N",
+                   help="T5 token length (default 512 or the model's)")
     e.add_argument("--no-check", action="store_true", help="skip the PyTorch comparison after export")
     e.set_defaults(func=run)
 

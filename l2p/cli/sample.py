@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_conditioning_options(s, prompt_file=False)
     s.add_argument("--index", type=int, metavar="ROW", help="sample only this conditioning row (0-based)")
     add_run_options(s)
-    s.add_argument("--initial-latents", metavar="LATENTS.npz", help="latents.npz of an earlier run: rerun from its 'initial' noise")
+    s.add_argument("--initial-latents", metavar="LATENTS.npz",
+                   help="latents.npz of an earlier run: rerun from its 'initial' noise")
     add_engine_options(s)
     add_output_options(s, out="output folder for PNGs, latents.npz and run.json")
     s.set_defaults(func=run)

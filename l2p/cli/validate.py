@@ -22,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     v.add_argument("--backend", default="pytorch",
                    help="pytorch (default: compare with the PyTorch model), or tensorrt / onnxruntime-cuda "
                         "(compare that backend with ONNX Runtime CPU)")
-    v.add_argument("--dims", metavar="DIMS", help="sample dims for --backend validation, e.g. batch=1,img_seq=64 (needed for "
-                                  "onnxruntime-*; tensorrt default: the min shapes of the built plans)")
+    v.add_argument("--dims", metavar="DIMS",
+                   help="sample dims for --backend validation, e.g. batch=1,img_seq=64 (needed for "
+                        "onnxruntime-*; tensorrt default: the min shapes of the built plans)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=run)
 
