@@ -16,6 +16,7 @@ from ..engine.base import Engine
 from ..engine.device_array import get_xp
 from ..engine.registry import device_backends, open_engine
 from ..errors import InputError, NumericalError
+from ..limits import BOUNDS, check_bound
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
 from .loop import Capture, LoopResult, denoise
@@ -23,7 +24,7 @@ from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
 from .text import load_tokenizers
 
-MAX_STEPS = 1000
+MAX_STEPS = int(BOUNDS["num_steps"].hi)
 MAX_SEED = 2**63 - 1
 
 
@@ -110,6 +111,11 @@ class Sampler:
         """Conditioning rows for ``prompts`` through the bundle's text encoders."""
         if not prompts or any(not isinstance(p, str) for p in prompts):
             raise InputError("give at least one prompt text")
+        check_bound("cond_rows", len(prompts), "the number of prompts", "sample or calibrate in several runs",
+                    error=InputError)
+        for i, p in enumerate(prompts):
+            check_bound("prompt_chars", len(p), f"the length of prompt {i} in characters", "shorten it",
+                        error=InputError)
         if self._tokenizers is None:
             self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
         cond = self.rt.encode(prompts, lambda g, feed: self.engine(g).run(feed), self._tokenizers)
