@@ -37,7 +37,8 @@ from .spec import IOSpec
 REEXPORT = "re-export the bundle"
 PREDICTORS = "predictors"
 FORMAT = "l2p-bundle"
-FORMAT_VERSION = 1
+#: 2: ``latent`` is a versioned :class:`~l2p.latent.LatentSpec` record (1 had an untyped dict)
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 _MANIFEST_KEYS = {
     "format", "format_version", "l2p_version", "family", "model_class", "model_config",
@@ -104,6 +105,11 @@ class Bundle:
         return dict(read_json(self.path(self.manifest["scheduler"], what), what, REEXPORT))
 
     @property
+    def scheduler_hash(self) -> str:
+        """sha256 of the scheduler config's canonical JSON: the config a predictor is fitted under."""
+        return canonical_sha256(self.scheduler_config())
+
+    @property
     def predictors_dir(self) -> Path:
         """``BUNDLE/predictors`` (refused when it is a symbolic link; it may not exist yet)."""
         return self.path(PREDICTORS, "bundle predictors folder")
@@ -118,8 +124,12 @@ class Bundle:
 
 def bundle_hash(manifest: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of the manifest (which holds every file's sha256)."""
-    blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return canonical_sha256(manifest)
+
+
+def canonical_sha256(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces): the same for equal configs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _graph_tensors(graph: Any) -> Iterator[Any]:
@@ -251,15 +261,10 @@ def _verified(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
     return bundle
 
 
-#: latent entries of the manifest -> their row in :data:`l2p.limits.BOUNDS`
-_LATENT_BOUNDS = {"latent_height": "latent_side", "latent_width": "latent_side", "latent_channels": "latent_channels",
-                  "patch_size": "patch_size", "num_classes": "num_classes", "vae_scale_factor": "vae_scale_factor"}
-
-
 def check_metadata(manifest: dict[str, Any], where: str) -> None:
-    """Check every size in the manifest that l2p allocates from against :data:`l2p.limits.BOUNDS`
-    (tokenizer lengths, the latent), before anything is allocated; graph names must be plain names
-    (they name plan folders)."""
+    """Check the sizes in the manifest that l2p allocates from (tokenizer lengths) against
+    :data:`l2p.limits.BOUNDS`, before anything is allocated; graph names must be plain names (they
+    name plan folders). The latent record is bounded by :class:`l2p.latent.LatentSpec`."""
     for name in manifest.get("graphs", {}):
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name):
             raise ArtifactError(f"{where}: graph name {name[:80]!r} is not a plain name (letters, digits, '_', "
@@ -267,23 +272,6 @@ def check_metadata(manifest: dict[str, Any], where: str) -> None:
     for name, t in manifest.get("tokenizers", {}).items():
         check_bound("max_length", t["max_length"], f"{where}: tokenizer '{name}' max_length", REEXPORT)
         check_bound("token_id", t["pad_id"], f"{where}: tokenizer '{name}' pad_id", REEXPORT)
-    if "latent" not in manifest:
-        return
-    info = manifest["latent"]
-    if not isinstance(info, dict) or any(k not in info for k in ("latent_height", "latent_width", "latent_channels")):
-        raise ArtifactError(f"{where}: 'latent' must hold latent_height, latent_width and latent_channels; {REEXPORT}")
-    for key, bound in _LATENT_BOUNDS.items():
-        if key in info:
-            check_bound(bound, info[key], f"{where}: latent.{key}", REEXPORT)
-    cells = info["latent_height"] * info["latent_width"] * info["latent_channels"]
-    check_bound("latent_elements", cells, f"{where}: latent height x width x channels", REEXPORT)
-    axes = info.get("rope_axes_dim", [1])
-    if not isinstance(axes, list) or not 1 <= len(axes) <= 8:
-        raise ArtifactError(f"{where}: latent rope_axes_dim must be a list of 1..8 dimensions; {REEXPORT}")
-    for d in axes:
-        check_bound("rope_axis", d, f"{where}: latent rope_axes_dim entry", REEXPORT)
-    if "rope_theta" in info:
-        check_bound("rope_theta", info["rope_theta"], f"{where}: latent rope_theta", REEXPORT, integer=False)
 
 
 def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ latent_channels            1 .. 1024   latent channels (FLUX/SD3: 16; Qwen-Image
 latent_elements            2**24       cells x channels of one latent (FLUX 4096 px: 2**20)
 patch_size                 1 .. 16     transformer patch size (2 for SD3/PixArt/DiT)
 num_classes                1 .. 10**6  class labels of a class-conditional model (DiT: 1000)
+list_items                 0 .. 8      items of a list in a latent record (RoPE axes: 3)
 rope_axis                  1 .. 4096   one RoPE axis dimension (FLUX: 16, 56, 56)
 rope_theta                 1 .. 10**9  RoPE base frequency (10000)
 vae_scale_factor           1 .. 64     pixels per latent cell (8)
@@ -64,6 +65,7 @@ BOUNDS: dict[str, Bound] = {
     "latent_elements": Bound(1, 1 << 24, "cells x channels of one latent"),
     "patch_size": Bound(1, 16, "transformer patch size"),
     "num_classes": Bound(1, 10**6, "class labels"),
+    "list_items": Bound(0, 8, "items of a list field"),
     "rope_axis": Bound(1, 4096, "RoPE axis dimension"),
     "rope_theta": Bound(1, 1e9, "RoPE base frequency"),
     "vae_scale_factor": Bound(1, 64, "pixels per latent cell"),

@@ -8,10 +8,9 @@ left alone. A folder left by an interrupted export (marker file, no manifest) is
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +21,14 @@ from ..bundle import MANIFEST, open_bundle, write_manifest
 from ..engine.registry import open_engine
 from ..errors import ArtifactError, InputError, L2PError
 from ..metrics import rel_error
+from ..families import family_of_model
 from ..models import model_defaults, read_json, resolve_model
 from ..precision import FORWARD_RTOL, Precision, torch_dtype
 from .base import ExportGraph, FamilyAdapter
 from .encoders import clip_graph, t5_graph, trace_args, vae_decoder_graph
 from .onnx_export import export_graph
-from .registry import adapter_class
 
 MARKER = ".l2p-export-in-progress"
-#: FLUX.1-dev's scheduler, used when a transformer-only folder has no scheduler/
-DEFAULT_SCHEDULERS: dict[str, dict[str, Any]] = {
-    "flux": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
-             "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
-             "base_image_seq_len": 256, "max_image_seq_len": 4096},
-    # stabilityai/stable-diffusion-3-medium-diffusers (SD3.5 uses the same)
-    "sd3": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0},
-    # Qwen/Qwen-Image
-    "qwenimage": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
-                  "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 0.9, "base_image_seq_len": 256,
-                  "max_image_seq_len": 8192, "shift_terminal": 0.02, "time_shift_type": "exponential"},
-    # facebook/DiT-XL-2-256 (diffusers' convert_dit_to_diffusers.py)
-    "dit": {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
-            "beta_schedule": "linear", "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 0,
-            "prediction_type": "epsilon"},
-    # PixArt-alpha/PixArt-XL-2-1024-MS (DPMSolverMultistepScheduler defaults)
-    "pixart": {"_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001,
-               "beta_end": 0.02, "beta_schedule": "linear", "solver_order": 2, "prediction_type": "epsilon",
-               "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True,
-               "timestep_spacing": "linspace", "steps_offset": 0},
-}
 
 
 @dataclass(frozen=True)
@@ -141,7 +119,8 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
     pipeline = (src / "model_index.json").is_file()
     tcfg = read_json(src / "transformer" / "config.json")
     cls_name = str(tcfg.get("_class_name", ""))
-    adapter_cls = adapter_class(cls_name)
+    fam = family_of_model(cls_name)
+    adapter_cls = fam.adapter_class()
 
     vae_factor = None
     if pipeline and (src / "vae" / "config.json").is_file():
@@ -177,7 +156,7 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
     log(f"loading {cls_name} from {src / 'transformer'}")
     transformer = _load(cls_name, src / "transformer", torch.float32 if prec is Precision.FP32 else dtype)
     adapter = adapter_cls(transformer.float(), latent_size)
-    latent_info = adapter.runtime_info()
+    latent = adapter.latent_spec()
     graphs: dict[str, dict[str, str]] = {}
     checks: dict[str, float] = {}
     for g in adapter.graphs():
@@ -206,18 +185,16 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
         extra.update(_export_pipeline_parts(src, out, index, latent_size, max_len, graphs, tokenizers, log))
     sched_dir = out / "scheduler"
     sched_src = src / "scheduler" / "scheduler_config.json"
-    sched = read_json(sched_src) if sched_src.is_file() else DEFAULT_SCHEDULERS.get(adapter_cls.family)
-    if sched is None:
-        raise InputError(f"{src} has no scheduler/scheduler_config.json and {cls_name} has no default")
+    sched = read_json(sched_src) if sched_src.is_file() else dict(fam.default_scheduler)
     write_json(sched_dir / "scheduler_config.json", sched)
 
-    latent_info.update(extra.pop("vae", {}))
+    latent = replace(latent, vae_scale_factor=extra.pop("vae_scale_factor", None))
     (out / MARKER).unlink()
     write_manifest(out, {
-        "family": adapter_cls.family, "model_class": cls_name,
+        "family": fam.name, "model_class": cls_name,
         "model_config": {k: v for k, v in tcfg.items() if not k.startswith("_")},
         "precision": prec.value, "graphs": graphs, "scheduler": "scheduler/scheduler_config.json",
-        "tokenizers": tokenizers, "latent": latent_info,
+        "tokenizers": tokenizers, "latent": latent.to_dict(),
         "export_config": {"settings": asdict(cfg), "source": str(model), "source_fingerprint": fingerprint,
                           "checks": checks},
         "extra": extra,
@@ -250,8 +227,7 @@ def _export_pipeline_parts(src: Path, out: Path, index: dict[str, Any], latent_s
         tokenizers[enc] = {**_tokenizer(src / tok, out / tok, length), "kind": kind}
     if index.get("vae") and index["vae"][0] is not None:
         vae = _load(index["vae"][1], src / "vae", torch.float32)
-        g, info = vae_decoder_graph(vae, latent_size)
+        g, extra["vae_scale_factor"] = vae_decoder_graph(vae, latent_size)
         log("exporting vae_decoder ...")
         graphs["vae_decoder"] = _save_graph(g, out, Precision.FP32, trace_args(g))
-        extra["vae"] = info
     return extra

@@ -12,8 +12,9 @@ Layout::
 name), the tapped feature, the step count and schedule, ``K``, whether latents are used, the
 bundle hash and scheduler hash it was calibrated for, free-form fit statistics, the settings
 that made it, and the sha256 and size of every other file. :func:`load_predictor` verifies all
-of it and refuses a predictor made for another bundle, step count or tap with a
-:class:`~l2p.errors.MismatchError` that says how to make a matching one.
+of it and, given an :class:`Expect`, refuses a predictor made for another bundle, scheduler
+config, step count, budget, tap or feature shape with a :class:`~l2p.errors.MismatchError` that
+says how to make a matching one. All these compatibility checks live there.
 
 Torch-free.
 """
@@ -26,32 +27,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..atomic import save_npz, sha256_file, write_bytes, write_json
-from ..bundle import check_external_data
 from ..errors import ArtifactError, InputError, MismatchError
 from ..limits import within
-from ..safe_io import load_npz, read_bytes, read_json, safe_relpath
+from ..safe_io import read_json, safe_relpath
 from ..spec import IOSpec, TensorSpec
+from .files import COEFFICIENTS, FILES, IO_SPEC, MANIFEST, ONNX_FILE, REMAKE, bound_graph, load_table, verify_files
 from .graph import build_predictor_graph, predictor_io_spec
 from .table import CoefficientTable
 
 FORMAT = "l2p-predictor"
 FORMAT_VERSION = 1
-MANIFEST = "predictor.json"
-COEFFICIENTS = "coefficients.npz"
-ONNX_FILE = "predictor.onnx"
-IO_SPEC = "io_spec.json"
-_FILES = (COEFFICIENTS, ONNX_FILE, IO_SPEC)
 _KEYS = {
     "format", "format_version", "l2p_version", "name", "method", "tap", "num_steps", "full_steps",
     "schedule", "K", "uses_latents", "bundle_hash", "scheduler_hash", "coefficient_dtype",
     "feature", "latent", "fit_stats", "created_by", "files",
 }
 COEFFICIENT_DTYPE = {"fit": "float64", "npz": "float64", "onnx": "float32"}
-REMAKE = "re-calibrate it"
-MAX_GRAPH_BYTES = 1 << 20  # predictor.onnx holds 2N x K + N float32 constants (N <= 1000, K <= 16): ~130 KiB
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a predictor is going to be used with (see :func:`load_predictor`); ``None`` skips a check.
+
+    Attributes:
+        bundle_hash: the bundle's :attr:`~l2p.bundle.Bundle.hash`.
+        scheduler_hash: sha256 of the scheduler config (:attr:`~l2p.bundle.Bundle.scheduler_hash`).
+        steps: sampling steps ``N``.
+        full_steps: computed steps ``M`` (the budget).
+        tap: the feature the caller wants forecast.
+        features: the features the bundle provides, one :class:`~l2p.spec.TensorSpec` per tap,
+            named by the tap (``"output"``, ``"residual"``); the predictor's tap must be one of
+            them, with the same dtype and shape.
+    """
+
+    bundle_hash: str | None = None
+    scheduler_hash: str | None = None
+    steps: int | None = None
+    full_steps: int | None = None
+    tap: str | None = None
+    features: tuple[TensorSpec, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,7 +81,7 @@ class Predictor:
         table: the float64 coefficients and schedule.
         io_spec: I/O of ``predictor.onnx``.
         bundle_hash: the bundle it was calibrated for.
-        scheduler_hash: the scheduler config it was calibrated for.
+        scheduler_hash: sha256 of the scheduler config it was calibrated for.
         fit_stats: free-form fit statistics (residuals, ridge lambda, calibration size, time...).
         created_by: the settings that made it.
         graph: the serialized predictor graph, built from ``table`` (what engines should load:
@@ -123,7 +138,7 @@ def save_predictor(
     method: str,
     tap: str,
     bundle_hash: str,
-    scheduler_hash: str | None = None,
+    scheduler_hash: str,
     latent_spec: TensorSpec | None = None,
     fit_stats: dict[str, Any] | None = None,
     created_by: dict[str, Any] | None = None,
@@ -136,15 +151,15 @@ def save_predictor(
         feature_spec: one tapped feature (shape with symbolic dims, float32/float16).
         name, method, tap: see :class:`Predictor`.
         bundle_hash: the bundle's hash.
-        scheduler_hash: sha256 of the scheduler config; defaults to ``bundle_hash`` (a bundle
-            pins its scheduler config).
+        scheduler_hash: sha256 of the scheduler config (:attr:`~l2p.bundle.Bundle.scheduler_hash`).
         latent_spec: one latent, required when ``table.uses_latents``.
         fit_stats, created_by: JSON-serialisable dicts.
 
     Raises:
         InputError: for empty names or non-JSON statistics/settings, or bad specs.
     """
-    for what, value in (("name", name), ("method", method), ("tap", tap), ("bundle_hash", bundle_hash)):
+    for what, value in (("name", name), ("method", method), ("tap", tap), ("bundle_hash", bundle_hash),
+                        ("scheduler_hash", scheduler_hash)):
         if not isinstance(value, str) or not value:
             raise InputError(f"save_predictor: {what} must be a non-empty string, got {value!r}")
     fit_stats = dict(fit_stats or {})
@@ -155,19 +170,18 @@ def save_predictor(
         except (TypeError, ValueError) as e:
             raise InputError(f"save_predictor: {what} is not JSON-serialisable ({e}); use plain numbers, "
                              "strings, lists and dicts") from None
-    scheduler_hash = scheduler_hash or bundle_hash
     io_spec = predictor_io_spec(table, feature_spec, latent_spec)
     graph = build_predictor_graph(table, feature_spec, latent_spec, name=f"l2p_predictor_{name}").SerializeToString()
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    for rel in (MANIFEST, *_FILES):
+    for rel in (MANIFEST, *FILES):
         safe_relpath(root, rel, f"predictor {root}")  # refuse links planted under our file names
     (root / MANIFEST).unlink(missing_ok=True)  # the folder is not a predictor until we finish
     save_npz(root / COEFFICIENTS, **table.arrays())
     write_bytes(root / ONNX_FILE, graph)
     write_json(root / IO_SPEC, io_spec.to_dict())
-    files = {rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size} for rel in _FILES}
+    files = {rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size} for rel in FILES}
     from .. import __version__
 
     manifest = {
@@ -196,31 +210,27 @@ def save_predictor(
                      graph)
 
 
-def load_predictor(
-    directory: str | os.PathLike[str],
-    expect_bundle_hash: str | None = None,
-    expect_steps: int | None = None,
-    expect_tap: str | None = None,
-    expect_scheduler_hash: str | None = None,
-) -> Predictor:
-    """Open and verify a predictor folder.
+def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = None) -> Predictor:
+    """Open and verify a predictor folder, and check it fits what the caller will use it with.
 
     Args:
         directory: the folder holding ``predictor.json``.
-        expect_bundle_hash, expect_steps, expect_tap, expect_scheduler_hash: what the caller
-            will use it with; ``None`` skips that check.
+        expect: the bundle, scheduler config, step counts, tap and features it will be used
+            with (``None``, or a ``None`` field, skips that check).
 
     Raises:
         ArtifactError: not a predictor, unknown format/version, unknown or missing keys,
             missing/truncated/tampered files, symbolic links, coefficients that do not fit the
             table, or a ``predictor.onnx`` that is not the graph of its coefficients.
-        MismatchError: made for another bundle, step count, tap or scheduler config.
+        MismatchError: made for another bundle, scheduler config, step count, budget, tap or
+            feature shape.
     """
     root = Path(directory)
+    expect = expect or Expect()
     m = _read_manifest(root)
-    _check_expectations(root, m, expect_bundle_hash, expect_steps, expect_tap, expect_scheduler_hash)
-    _verify_files(root, m)
-    table = _load_table(root, m)
+    _check_expectations(root, m, expect)
+    verify_files(root, m)
+    table = load_table(root, m)
     try:
         feature_spec = TensorSpec.from_dict(m["feature"])
         latent_spec = None if m["latent"] is None else TensorSpec.from_dict(m["latent"])
@@ -233,33 +243,11 @@ def load_predictor(
             f"predictor {root}: {IO_SPEC} ({io_spec.describe()}) does not match its table and feature "
             f"({expected_spec.describe()}); {REMAKE}"
         )
-    graph = _bound_graph(root, m["name"], table, feature_spec, latent_spec)
+    if expect.features is not None:
+        _check_feature(m, feature_spec, expect)
+    graph = bound_graph(root, m["name"], table, feature_spec, latent_spec)
     return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
                      m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]), graph)
-
-
-def _bound_graph(root: Path, name: str, table: CoefficientTable, feature_spec: TensorSpec,
-                 latent_spec: TensorSpec | None) -> bytes:
-    """The predictor graph rebuilt from the coefficients, after checking that ``predictor.onnx``
-    computes the same thing (same graph, constants, opset and IR version); its bytes."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    check_external_data(root / ONNX_FILE, root, set(), f"predictor {root}", REMAKE)  # constants inline
-    built = build_predictor_graph(table, feature_spec, latent_spec, name=f"l2p_predictor_{name}")
-    try:
-        stored = onnx.load_model_from_string(read_bytes(root / ONNX_FILE, f"predictor {root}", MAX_GRAPH_BYTES))
-    except (DecodeError, ValueError) as e:
-        raise ArtifactError(f"predictor {root}: {ONNX_FILE} is not a readable ONNX file ({e}); {REMAKE}") from None
-    same = (stored.graph == built.graph and list(stored.opset_import) == list(built.opset_import)
-            and stored.ir_version == built.ir_version)
-    if not same:
-        raise ArtifactError(
-            f"predictor {root}: {ONNX_FILE} is not the graph of its {COEFFICIENTS} (K={table.K}, "
-            f"{table.num_steps} steps, baked float32 constants): it was replaced or edited; refusing to run "
-            f"it; {REMAKE}"
-        )
-    return built.SerializeToString()
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -302,73 +290,42 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return m
 
 
-def _check_expectations(
-    root: Path, m: dict[str, Any], bundle: str | None, steps: int | None, tap: str | None, sched: str | None
-) -> None:
+def _hint(m: dict[str, Any], expect: Expect) -> str:
+    """The command that makes a predictor like ``m`` for what ``expect`` asks."""
+    steps = expect.steps if expect.steps is not None else m["num_steps"]
+    full = expect.full_steps if expect.full_steps is not None else min(m["full_steps"], steps)
+    return remake_hint(m["name"], m["method"], steps, full, expect.tap if expect.tap is not None else m["tap"])
+
+
+def _check_expectations(root: Path, m: dict[str, Any], expect: Expect) -> None:
     made = (f"predictor '{m['name']}' at {root} was calibrated for bundle {m['bundle_hash'][:12]}, "
             f"{m['num_steps']} steps ({m['full_steps']} computed), tap '{m['tap']}'")
-    hint = remake_hint(m["name"], m["method"], steps if steps is not None else m["num_steps"],
-                       min(m["full_steps"], steps) if steps is not None else m["full_steps"],
-                       tap if tap is not None else m["tap"])
-    if bundle is not None and bundle != m["bundle_hash"]:
-        raise MismatchError(f"{made}, but this bundle is {bundle[:12]}; {hint} (with this bundle)")
-    if steps is not None and steps != m["num_steps"]:
-        raise MismatchError(f"{made}, but {steps} steps were asked for; {hint}")
-    if tap is not None and tap != m["tap"]:
-        raise MismatchError(f"{made}, but tap '{tap}' was asked for; {hint}")
-    if sched is not None and sched != m["scheduler_hash"]:
+    hint = _hint(m, expect)
+    if expect.bundle_hash is not None and expect.bundle_hash != m["bundle_hash"]:
+        raise MismatchError(f"{made}, but this bundle is {expect.bundle_hash[:12]}; {hint} (with this bundle)")
+    if expect.steps is not None and expect.steps != m["num_steps"]:
+        raise MismatchError(f"{made}, but {expect.steps} steps were asked for; {hint}")
+    if expect.full_steps is not None and expect.full_steps != m["full_steps"]:
+        raise MismatchError(f"{made}, but {expect.full_steps} full steps were asked for; drop --full-steps or {hint}")
+    if expect.tap is not None and expect.tap != m["tap"]:
+        raise MismatchError(f"{made}, but tap '{expect.tap}' was asked for; {hint}")
+    # predictors made before the scheduler config had its own hash recorded the bundle hash here,
+    # which pins the scheduler config as well
+    if expect.scheduler_hash is not None and m["scheduler_hash"] not in (expect.scheduler_hash, m["bundle_hash"]):
         raise MismatchError(
             f"{made} with scheduler config {m['scheduler_hash'][:12]}, but the scheduler config is "
-            f"{sched[:12]}; {hint} (with this scheduler config)"
+            f"{expect.scheduler_hash[:12]}; {hint} (with this scheduler config)"
         )
 
 
-def _verify_files(root: Path, m: dict[str, Any]) -> None:
-    files = m["files"]
-    if sorted(files) != sorted(_FILES):
-        raise ArtifactError(f"predictor {root}: {MANIFEST} lists files {sorted(files)}, expected {sorted(_FILES)}")
-    for rel in _FILES:
-        info = files[rel]
-        if not isinstance(info, dict) or set(info) != {"sha256", "size"}:
-            raise ArtifactError(f"predictor {root}: bad file entry for '{rel}' in {MANIFEST}; re-calibrate it")
-        if not os.path.lexists(root / rel):
-            raise ArtifactError(f"predictor {root}: '{rel}' is missing; re-calibrate it")
-        path = safe_relpath(root, rel, f"predictor {root}", kind="file")  # a regular file, not a link
-        size = path.stat().st_size
-        if size != info["size"]:
-            raise ArtifactError(
-                f"predictor {root}: '{rel}' has {size} bytes, {MANIFEST} says {info['size']}: "
-                "it is truncated or was changed; re-calibrate it"
-            )
-        if sha256_file(path) != info["sha256"]:
-            raise ArtifactError(
-                f"predictor {root}: '{rel}' does not match its sha256 in {MANIFEST}: it was corrupted or "
-                "tampered with; re-calibrate it"
-            )
-
-
-def _load_table(root: Path, m: dict[str, Any]) -> CoefficientTable:
-    n, k = m["num_steps"], m["K"]
-    want = {"W": (n, k), "U": (n, k), "V": (n,)}
-
-    def header(key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:  # before anything is read
-        if key not in want or dtype != np.float64 or shape != want[key]:
-            raise ValueError(f"['{key}'] is {dtype}{list(shape)}, expected float64{list(want.get(key, ()))} "
-                             f"for {n} steps and K={k} (arrays {sorted(want)})")
-
-    try:
-        arrays = load_npz(root / COEFFICIENTS, nofollow=True, check=header)
-    except (ValueError, OSError, ArtifactError) as e:
-        raise ArtifactError(f"predictor {root}: cannot read {COEFFICIENTS} ({e}); re-calibrate it") from None
-    if sorted(arrays) != sorted(want):
-        raise ArtifactError(f"predictor {root}: {COEFFICIENTS} holds {sorted(arrays)}, expected {sorted(want)}")
-    if len(m["schedule"]) != m["full_steps"]:
-        raise ArtifactError(f"predictor {root}: schedule has {len(m['schedule'])} steps, full_steps says "
-                            f"{m['full_steps']}; re-calibrate it")
-    try:
-        return CoefficientTable(arrays["W"], arrays["U"], arrays["V"], tuple(m["schedule"]), k, m["uses_latents"])
-    except InputError as e:
-        raise ArtifactError(f"predictor {root}: invalid coefficients: {e}; re-calibrate it") from None
+def _check_feature(m: dict[str, Any], got: TensorSpec, expect: Expect) -> None:
+    """The predictor's tap must be a feature the bundle provides, with its dtype and shape (a
+    forged tap would feed the graph the wrong feature)."""
+    want = next((f for f in expect.features or () if f.name == m["tap"]), None)
+    if want is None or (got.dtype, got.shape) != (want.dtype, want.shape):
+        have = f"this bundle's is {want.dtype}{list(want.shape)}" if want else "this bundle's transformer has none"
+        raise MismatchError(f"predictor '{m['name']}' forecasts tap '{m['tap']}' as {got.dtype}{list(got.shape)}, "
+                            f"but {have}; {_hint(m, expect)}")
 
 
 def _is_int(v: Any) -> bool:
