@@ -129,14 +129,16 @@ class Calibrator:
         key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}".encode()).hexdigest()[:24]
         rel = f"predictors/.cache/traj-{key}.npz"
         path = self.bundle.path(rel, "trajectory cache")  # refuses links on the way
+        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
         if path.is_file():
             try:
                 traj = Trajectories.from_arrays(load_npz(path, nofollow=True))
-                self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
-                return traj
+                if traj.fits(self.sampler, rows, range(self.cfg.seeds), self.cfg.steps):
+                    self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
+                    return traj
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                path.unlink()  # unreadable cache: recompute
-        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
+                pass
+            path.unlink()  # unreadable, stale or foreign cache: recompute
         self.log(f"capturing {rows} conditions x {self.cfg.seeds} seeds, {self.cfg.steps} full steps each ...")
         traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
                        progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"))
