@@ -111,6 +111,18 @@ def test_linked_bundle_file_or_folder(ctx: Ctx, answer: Callable[..., None], lin
     answer(cli_error(_sample(ctx, b), "symbolic link"))
 
 
+def test_triton_repository_copies_no_linked_content(ctx: Ctx, answer: Callable[..., None]) -> None:
+    """``l2p triton-repo`` copies the bundle: a link under ``plans/`` (outside the manifest) is refused,
+    not followed (its target would be copied, or hard-linked, into the repository)."""
+    b, out = ctx.copy_bundle(), _outside(ctx)
+    (b / "plans").mkdir()
+    (b / "plans" / "stolen").symlink_to(out / "secret")
+    msg = cli_error(["triton-repo", str(b), "--out", str(ctx.tmp / "repo")], "plans/stolen", "symbolic link")
+    assert not (ctx.tmp / "repo").exists() and sorted(p.name for p in ctx.tmp.iterdir() if p.name.startswith("."))\
+        == []
+    answer(msg)
+
+
 def test_fifo_in_place_of_a_bundle_file(ctx: Ctx, answer: Callable[..., None]) -> None:
     """A FIFO (or any special file) where a listed file should be: refused at once, not waited on."""
     b = ctx.copy_bundle()
