@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import load_npz, save_npz, write_bytes
+from ..atomic import save_npz, write_bytes
 from ..metrics import psnr_db
 from ..errors import ArtifactError, InputError
 from ..predictor.artifact import Predictor, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
 from ..predictor.table import CoefficientTable
 from ..progress import BarFactory, bar_of, no_bar
+from ..safe_io import load_npz, make_dirs
 from ..sampling.methods import expectation, feature_spec, forecaster_from_table
 from ..sampling.pipeline import Sampler
 from ..sampling.settings import RunSettings
@@ -129,20 +131,24 @@ class Calibrator:
     # trajectories ---------------------------------------------------------------------------
     def full_trajectories(self) -> Trajectories:
         key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}".encode()).hexdigest()[:24]
-        path = self.bundle.predictors_dir / ".cache" / f"traj-{key}.npz"
+        rel = f"predictors/.cache/traj-{key}.npz"
+        path = self.bundle.path(rel, "trajectory cache")  # refuses links on the way
+        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
         if path.is_file():
             try:
-                traj = Trajectories.from_arrays(load_npz(path))
-                self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
-                return traj
+                traj = Trajectories.from_arrays(load_npz(path, nofollow=True))
+                if traj.fits(self.sampler, rows, range(self.cfg.seeds), self.cfg.steps):
+                    self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
+                    return traj
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                path.unlink()  # unreadable cache: recompute
-        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
+                pass
+            path.unlink()  # unreadable, stale or foreign cache: recompute
         self.log(f"capturing {rows} conditions x {self.cfg.seeds} seeds, {self.cfg.steps} full steps each ...")
         with bar_of(self.progress, self.cfg.seeds * self.cfg.steps, "capture (full compute)", "step") as bar:
             traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
                            progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"),
                            on_step=lambda i: bar.update())
+        make_dirs(self.bundle.root, posixpath.dirname(rel), "trajectory cache")
         save_npz(path, **traj.arrays())
         return traj
 
@@ -214,7 +220,7 @@ class Calibrator:
 
     def run(self) -> Predictor:
         cfg = self.cfg
-        folder = self.bundle.predictors_dir / cfg.name
+        folder = self.bundle.predictor_dir(cfg.name)
         settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash}))
         try:
             old = load_predictor(folder, expect=expectation(self.bundle, cfg.steps))
@@ -275,6 +281,7 @@ class Calibrator:
                                  "ridge": f.ridge}})
         fspec = feature_spec(self.bundle, cfg.tap)
         lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
+        folder = self.bundle.predictor_dir(cfg.name, create=True)  # refuses links on the way
         pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,
                               bundle_hash=self.bundle.hash, scheduler_hash=self.bundle.scheduler_hash,
                               latent_spec=lspec, fit_stats=stats, created_by=settings)

@@ -40,6 +40,19 @@ class Trajectories:
         out.update({f"feature_{k}": v for k, v in self.features.items()})
         return out
 
+    def fits(self, sampler: Sampler, rows: int, seeds: Sequence[int], steps: int) -> bool:
+        """Whether these are runs :func:`capture` makes for ``rows`` conditions x ``seeds`` over
+        ``steps`` steps: float32 arrays of those shapes, finite, each run starting from its seed's
+        noise. A stale or planted cache fails this and is captured again."""
+        n = rows * len(seeds)
+        lat = sampler.rt.latent_shape(1)[1:]
+        arrays = [self.latents, self.finals, *self.features.values()]
+        ok = (self.latents.shape == (n, steps, *lat) and self.finals.shape == (n, *lat) and bool(self.features)
+              and all(a.dtype == np.float32 and np.isfinite(a).all() for a in arrays)
+              and all(f.shape[:2] == (n, steps) for f in self.features.values()))
+        return ok and all(np.array_equal(self.latents[k * rows:(k + 1) * rows, 0], sampler.rt.noise(seed, rows))
+                          for k, seed in enumerate(seeds))
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trajectories:
         feats = {k[len("feature_"):]: v for k, v in arrays.items() if k.startswith("feature_")}

@@ -74,10 +74,10 @@ def expectation(bundle: Bundle, steps: int | None = None, full_steps: int | None
 def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None,
                    threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster:
     """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch."""
-    folder = bundle.predictors_dir / name
+    folder = bundle.predictor_dir(name)  # refuses links on the way
     if not folder.is_dir():
-        have = sorted(p.name for p in bundle.predictors_dir.iterdir() if not p.name.startswith(".")) \
-            if bundle.predictors_dir.is_dir() else []
+        pdir = bundle.predictors_dir
+        have = sorted(p.name for p in pdir.iterdir() if not p.name.startswith(".")) if pdir.is_dir() else []
         raise InputError(
             f"bundle {bundle.root} has no predictor '{name}' (it has {have or 'none'}); make one with: "
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
@@ -85,7 +85,7 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
         )
     pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps))
     make = make_engine or host_engines(threads)
-    engine = make(pred.onnx_path, pred.io_spec, f"l2p:{name} predictor")
+    engine = make(pred.graph, pred.io_spec, f"l2p:{name} predictor")  # the graph rebuilt from the coefficients
     return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))
 
 

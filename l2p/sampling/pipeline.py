@@ -17,6 +17,7 @@ from ..engine.device_array import get_xp
 from ..engine.registry import device_backends, open_engine
 from ..errors import InputError, NumericalError
 from ..models import builtin_model_of, check_builtin_prompts
+from ..limits import check_bound
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
 from .families.base import FamilyRuntime
@@ -102,6 +103,11 @@ class Sampler:
         """Conditioning rows for ``prompts`` through the bundle's text encoders."""
         if not prompts or any(not isinstance(p, str) for p in prompts):
             raise InputError("give at least one prompt text")
+        check_bound("cond_rows", len(prompts), "the number of prompts", "sample or calibrate in several runs",
+                    error=InputError)
+        for i, p in enumerate(prompts):
+            check_bound("prompt_chars", len(p), f"the length of prompt {i} in characters", "shorten it",
+                        error=InputError)
         builtin = builtin_model_of(self.bundle.manifest)
         if builtin is not None:  # its few words: say so instead of a blank image or "too many tokens"
             check_builtin_prompts(builtin, prompts)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2p.atomic import save_npz
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
+from l2p.calibration.capture import Trajectories
 from l2p.errors import InputError, MismatchError
 from l2p.predictor.artifact import load_predictor
 from l2p.sampling.pipeline import Sampler
@@ -87,6 +89,24 @@ def test_refuses_mismatch(predictor: Path, flux_bundle: Path, flux_cond: dict[st
     (other / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(MismatchError, match="bundle"):
         Sampler(other).sample(flux_cond, 0, 12, method="l2p:t12")
+
+
+def test_trajectory_cache_is_checked(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
+    """The cached full-compute runs are reused only when they are the runs this calibration would
+    capture: a cache planted in the bundle (other starting noise, other shapes) is captured again."""
+    msgs: list[str] = []
+    cal = Calibrator(Sampler(flux_bundle), flux_cond, CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2),
+                     log=msgs.append)
+    traj = cal.full_trajectories()
+    assert msgs[-1].startswith("reusing 4 cached")
+    (cache,) = (flux_bundle / "predictors" / ".cache").glob("traj-*.npz")
+    for planted in (Trajectories(traj.latents * 2, traj.features, traj.finals),  # not the seeds' noise
+                    Trajectories(traj.latents[:, :6], traj.features, traj.finals)):  # 6 steps, not 12
+        save_npz(cache, **planted.arrays())
+        n = len(msgs)
+        again = cal.full_trajectories()
+        assert msgs[n].startswith("capturing 2 conditions x 2 seeds")
+        np.testing.assert_array_equal(again.latents, traj.latents)
 
 
 def test_bad_calibration_settings() -> None:

@@ -100,6 +100,30 @@ def no_onnxruntime_sessions() -> Iterator[None]:
         yield
 
 
+_OPENED: list[list[str]] = []  # the lists of the active opened_files() blocks
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event == "open" and _OPENED and isinstance(args[0], (str, bytes, os.PathLike)):
+        for paths in _OPENED:
+            paths.append(os.path.abspath(os.fsdecode(args[0])))
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: it records only inside opened_files()
+
+
+@contextlib.contextmanager
+def opened_files() -> Iterator[list[str]]:
+    """The paths this process opens inside the block (the ``open`` audit event: ``open()``,
+    ``os.open``...), to check that nothing outside a bundle was read."""
+    paths: list[str] = []
+    _OPENED.append(paths)
+    try:
+        yield paths
+    finally:
+        _OPENED.remove(paths)
+
+
 # tampering ------------------------------------------------------------------------------------
 def edit_json(path: Path, fn: Callable[[dict], object]) -> None:
     data = json.loads(path.read_text())
