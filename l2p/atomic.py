@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,8 +67,11 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         if not zipfile.is_zipfile(f):  # np.load would guess "pickle" and suggest unpickling it
             raise ValueError(f"{Path(path).name} is not a .npz archive (numpy.savez writes one)")
         f.seek(0)
-        with np.load(f, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a damaged member or deflate stream
+            raise ValueError(f"{Path(path).name} is damaged ({type(e).__name__}: {e})") from None
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import InputError, L2PError
 
@@ -22,6 +23,8 @@ def _positive(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not allowed; give a whole number >= 1")
     return v
 
 
@@ -41,7 +44,7 @@ def cmd_export(a: argparse.Namespace) -> int:
         raise InputError("give both --height and --width")
     export_bundle(a.model, a.out, latent_size=tuple(a.latent_size) if a.latent_size else None,
                   image_size=(a.height, a.width) if a.height else None, precision=a.precision,
-                  max_sequence_length=a.max_sequence_length, check=not a.no_check)
+                  max_sequence_length=a.max_sequence_length, check=not a.no_check, force=a.force)
     return 0
 
 
@@ -71,13 +74,15 @@ def cmd_sample(a: argparse.Namespace) -> int:
     import numpy as np
 
     from .atomic import load_npz, save_npz, write_json
+    from .sampling.methods import check_method
     from .sampling.pipeline import Sampler, check_run_args, save_images
+    from .sampling.run_dir import check_run_out, run_folder
 
     check_run_args(a.steps, a.seed, a.full_steps)
+    check_method(a.method, a.steps, a.full_steps)
     if bool(a.prompt) == bool(a.conditioning):
         raise InputError("give either --prompt TEXT ... or --conditioning COND.npz")
-    if Path(a.out).exists() and not Path(a.out).is_dir():
-        raise InputError(f"--out {a.out} is a file; give a folder for the images, latents.npz and run.json")
+    check_run_out(Path(os.path.realpath(a.out)))
     sampler = Sampler(a.bundle, backend=a.backend, threads=a.threads, guidance_scale=a.guidance,
                       device=a.device, use_cuda_graph=a.cuda_graph)
     cond = sampler.encode(list(a.prompt)) if a.prompt else sampler.load_conditioning(a.conditioning)
@@ -99,11 +104,23 @@ def cmd_sample(a: argparse.Namespace) -> int:
     res = sampler.sample(cond, a.seed, a.steps, a.method, a.full_steps, initial=initial,
                          progress=lambda i: bar.update(1))
     bar.close()
-    paths = save_images(res.images, out) if res.images is not None and res.images.size else []
-    save_npz(out / "latents.npz", initial=res.initial, final=res.final)
+    with run_folder(out) as stage:  # replaces an earlier run at --out as a whole
+        paths = save_images(res.images, stage) if res.images is not None and res.images.size else []
+        save_npz(stage / "latents.npz", initial=res.initial, final=res.final)
+        write_json(stage / "run.json", _run_record(a, sampler, res, paths))
+    print(f"{len(paths)} image(s), {res.loop.computed_steps}/{a.steps} full steps, {res.seconds:.2f} s -> {out}/")
+    _ = np
+    return 0
+
+
+def _run_record(a: argparse.Namespace, sampler: Any, res: Any, paths: list[Path]) -> dict[str, Any]:
+    """What ``run.json`` records about one ``l2p sample`` run."""
+    from .sampling.run_dir import RUN_FORMAT
+
     computed = res.loop.computed_steps
-    record = {
-        "bundle": str(Path(a.bundle).resolve()), "bundle_hash": sampler.bundle.hash, "method": a.method,
+    return {
+        "format": RUN_FORMAT, "bundle": str(Path(a.bundle).resolve()), "bundle_hash": sampler.bundle.hash,
+        "method": a.method,
         "steps": a.steps, "full_steps": computed, "seed": a.seed, "rows": int(res.final.shape[0]),
         "index": a.index, "backend": a.backend, "device": a.device, "prompts": list(a.prompt or []),
         "conditioning": str(a.conditioning) if a.conditioning else None,
@@ -112,15 +129,18 @@ def cmd_sample(a: argparse.Namespace) -> int:
         "computed_steps": [s.index for s in res.loop.steps if s.computed],
         "images": [p.name for p in paths], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_json(out / "run.json", record)
-    print(f"{len(paths)} image(s), {computed}/{a.steps} full steps, {res.seconds:.2f} s -> {out}/")
-    _ = np
-    return 0
 
 
 # parser ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_one_line(message)} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="l2p", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = _Parser(prog="l2p", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -136,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute precision inside the graph (fp32 for ONNX Runtime CPU)")
     e.add_argument("--max-sequence-length", type=_positive, help="T5 token length (default 512 or the model's)")
     e.add_argument("--no-check", action="store_true", help="skip the PyTorch comparison after export")
+    e.add_argument("--force", action="store_true",
+                   help="replace a bundle even when that deletes its predictors that do not match the new one, "
+                        "or files it does not list")
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("validate", help="compare a bundle with the PyTorch model (needs torch)")
@@ -188,14 +211,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except L2PError as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except L2PError as e:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the environment, native libraries, damaged files: one line (see l2p.failures)
+        return _report(e, args)
+    except BaseException as e:  # pyo3's PanicException derives from BaseException
+        if isinstance(e, (SystemExit, GeneratorExit)):
+            raise
+        return _report(e, args)
+
+
+def _report(e: BaseException, args: argparse.Namespace) -> int:
+    from .failures import describe
+
+    msg = describe(e, args.command)
+    if msg is None or args.debug:  # None: a bug in l2p, keep its traceback
+        raise e
+    print(f"error: {_one_line(msg)} (--debug shows the traceback)", file=sys.stderr)
+    return 2
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(ln.strip() for ln in text.strip().splitlines() if ln.strip())
 
 
 if __name__ == "__main__":

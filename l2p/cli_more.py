@@ -32,8 +32,6 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
                             closed_loop=a.closed_loop,
                             exacts=(-1,) if a.free else tuple(a.exact), priors=tuple(a.prior),
                             ridges=tuple(a.ridges))
-    if not cfg.name.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
     cond = _conditioning(Sampler(a.bundle, threads=a.threads), a)
     Calibrator(a.bundle, cond, cfg, threads=a.threads).run()
     return 0

@@ -48,6 +48,7 @@ _KEYS = {
     "feature", "latent", "fit_stats", "created_by", "files",
 }
 COEFFICIENT_DTYPE = {"fit": "float64", "npz": "float64", "onnx": "float32"}
+MAX_NAME = 64  # predictor names are folder names; file systems allow 255 bytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,6 +226,35 @@ def load_predictor(
         )
     return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
                      m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]))
+
+
+def rekey_predictor(directory: str | os.PathLike[str], old_bundle_hash: str, new_bundle_hash: str,
+                    reason: str) -> Predictor:
+    """Point a verified predictor of bundle ``old_bundle_hash`` at ``new_bundle_hash``.
+
+    Only for a new bundle whose denoiser is byte-identical to the old one (the caller checks;
+    see :mod:`l2p.export.out_dir`): the coefficients stay right, only the key changes. The
+    re-keying is recorded in ``fit_stats["rekeyed"]``; the files are not touched.
+    """
+    root = Path(directory)
+    load_predictor(root, expect_bundle_hash=old_bundle_hash)
+    m = json.loads((root / MANIFEST).read_text())
+    m["bundle_hash"] = new_bundle_hash
+    if m["scheduler_hash"] == old_bundle_hash:  # the default: the bundle pins its scheduler config
+        m["scheduler_hash"] = new_bundle_hash
+    m["fit_stats"]["rekeyed"] = [*m["fit_stats"].get("rekeyed", []),
+                                 {"from": old_bundle_hash, "to": new_bundle_hash, "reason": reason}]
+    write_json(root / MANIFEST, m)
+    return load_predictor(root, expect_bundle_hash=new_bundle_hash)
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A predictor name: a plain folder name (letters, digits, '-', '_'), never a path."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME \
+            or not name.replace("-", "").replace("_", "").isalnum():
+        shown = name if len(str(name)) <= 40 else f"{str(name)[:40]}... ({len(name)} characters)"
+        raise InputError(f"{flag} {shown!r}: predictor names use 1..{MAX_NAME} letters, digits, '-' and '_'")
+    return name
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

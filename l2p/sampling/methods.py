@@ -10,7 +10,7 @@ from ..bundle import Bundle
 from ..engine.base import Engine
 from ..engine.registry import open_engine
 from ..errors import InputError, MismatchError
-from ..predictor.artifact import load_predictor
+from ..predictor.artifact import check_name, load_predictor
 from ..predictor.graph import OUTPUT, build_predictor_graph, predictor_io_spec
 from ..predictor.presets import PRESETS, preset
 from ..predictor.schedule import interval_schedule
@@ -44,9 +44,7 @@ class Method:
             return cls("preset", text)
         if text == "l2p" or text.startswith("l2p:"):
             name = text.partition(":")[2] or DEFAULT_PREDICTOR
-            if not name.replace("-", "").replace("_", "").isalnum():  # a folder name, never a path
-                raise InputError(f"--method {text}: predictor names use letters, digits, '-' and '_' only")
-            return cls("l2p", name)
+            return cls("l2p", check_name(name, "--method l2p:NAME"))  # a folder name, never a path
         raise InputError(f"unknown method '{text}'; choose full, {', '.join(PRESETS)}, l2p or l2p:NAME")
 
     def __str__(self) -> str:
@@ -123,10 +121,20 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
     return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))
 
 
+def check_method(method: str, steps: int, full_steps: int | None) -> Method:
+    """Parse ``--method`` and refuse a ``--full-steps`` it would ignore (full compute runs every step)."""
+    m = Method.parse(method)
+    if m.kind == "full" and full_steps is not None and full_steps != steps:
+        raise InputError(f"--full-steps {full_steps} with --method full: full compute runs the transformer on "
+                         f"all {steps} steps; drop --full-steps, or choose a cached method (l2p:NAME, "
+                         f"{', '.join(PRESETS)})")
+    return m
+
+
 def make_forecaster(bundle: Bundle, method: str, steps: int, full_steps: int | None,
                     threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster | None:
     """The forecaster for ``--method`` (``None`` for full compute); ``make_engine`` builds its engines."""
-    m = Method.parse(method)
+    m = check_method(method, steps, full_steps)
     if m.kind == "full":
         return None
     if m.kind == "preset":

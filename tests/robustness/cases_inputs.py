@@ -165,7 +165,7 @@ def steps_absurd(ctx: Ctx) -> str:
 @case("calibrate --steps 100000 / --seeds 0")
 def calibrate_absurd(ctx: Ctx) -> str:
     base = ["calibrate", str(ctx.bundle), "--conditioning", str(ctx.cond_file()), "--name", "x"]
-    cli_error([*base, "--steps", "10", "--full-steps", "3", "--seeds", "0"], "--seeds 0")
+    cli_error([*base, "--steps", "10", "--full-steps", "3", "--seeds", "0"], "--seeds", "0 is not allowed")
     return cli_error([*base, "--steps", "100000", "--full-steps", "3"], "--steps 100000", "1..1000")
 
 

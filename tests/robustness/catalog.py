@@ -94,7 +94,10 @@ def cli(argv: list[str]) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
+        try:
+            rc = main(argv)
+        except SystemExit as e:  # argparse refused the arguments
+            rc = int(e.code or 0)
     return rc, out.getvalue(), err.getvalue()
 
 
