@@ -4,7 +4,8 @@
 one-line :class:`~l2p.errors.BusyError` that names the holder (pid and command line). The kernel
 drops a lock when its process ends, even on SIGKILL, so a crash never leaves a stale lock.
 Lock files are l2p's own: ``.l2p.lock`` inside a folder, or ``.NAME.lock`` beside a predictor;
-bundle manifests do not list them.
+bundle manifests do not list them. An exclusive holder removes its lock file when it is done; a
+shared one leaves it (another shared holder may still hold it).
 
 Readers (``l2p sample`` reading a bundle) take no lock: writers replace whole files and folders
 atomically, so a reader sees the old or the new version, never a mix.
@@ -76,9 +77,10 @@ def hold_lock(path: str | os.PathLike[str], what: str, shared: bool = False) -> 
             os.pwrite(fd, _describe_self().ljust(_LINE)[:_LINE].encode() + b"\n", 0)
         yield
     finally:
-        if not shared:
+        if not shared:  # leave no lock file behind (a waiter that opened it re-checks the path, see above)
             try:
-                os.ftruncate(fd, 0)
+                if _same_file(fd, path):
+                    path.unlink()
             except OSError:
                 pass
         os.close(fd)  # releases the lock

@@ -21,7 +21,7 @@ from .families import runtime_for
 from .loop import Capture, LoopResult, denoise
 from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
-from .text import load_tokenizers
+from .text import check_text, load_tokenizers
 
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
@@ -110,6 +110,8 @@ class Sampler:
         """Conditioning rows for ``prompts`` through the bundle's text encoders."""
         if not prompts or any(not isinstance(p, str) for p in prompts):
             raise InputError("give at least one prompt text")
+        for i, p in enumerate(prompts):
+            check_text(p, f"prompt {i}")
         if self._tokenizers is None:
             self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
         cond = self.rt.encode(prompts, lambda g, feed: self.engine(g).run(feed), self._tokenizers)
