@@ -32,7 +32,8 @@ from .errors import InputError
 from .predictor.presets import PRESETS
 from .predictor.schedule import interval_schedule
 from .sampling.loop import Forecaster
-from .sampling.methods import Method, l2p_forecaster, preset_forecaster
+from .sampling.methods import l2p_forecaster, preset_forecaster
+from .sampling.settings import Method
 from .sampling.pipeline import Sampler, to_uint8
 
 BENCH_SEED0 = 1000  # bench seeds start here: disjoint from calibration seeds (0, 1, ...)
@@ -164,7 +165,7 @@ def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
     """FLOPs of one predictor-engine call, counted from its ONNX graph."""
     import onnx
 
-    from .predictor.graph import build_predictor_graph, predictor_io_spec
+    from .predictor.graph import build_predictor_graph
 
     spec = fc.engine.spec
     hist = spec.input("history")
@@ -172,7 +173,6 @@ def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
     fspec = spec.output("feature")
     lat = spec.input("latent") if "latent" in spec.input_names else None
     model: onnx.ModelProto = build_predictor_graph(fc.table, fspec, lat)
-    _ = predictor_io_spec
     if fc.tap != "output":  # residual tap: its own channel count; dims by name still hold
         dims = {"batch": latent_shape[0], "img_seq": latent_shape[1]}
     return count_flops(model, dims, strict=False)

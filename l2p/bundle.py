@@ -32,7 +32,8 @@ from .locking import LOCK_NAME
 from .spec import IOSpec
 
 FORMAT = "l2p-bundle"
-FORMAT_VERSION = 1
+#: 2: ``latent`` is a versioned :class:`~l2p.latent.LatentSpec` record (1 had an untyped dict)
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 _MANIFEST_KEYS = {
     "format", "format_version", "l2p_version", "family", "model_class", "model_config",
@@ -96,14 +97,23 @@ class Bundle:
         return dict(json.loads((self.root / self.manifest["scheduler"]).read_text()))
 
     @property
+    def scheduler_hash(self) -> str:
+        """sha256 of the scheduler config's canonical JSON: the config a predictor is fitted under."""
+        return canonical_sha256(self.scheduler_config())
+
+    @property
     def predictors_dir(self) -> Path:
         return self.root / "predictors"
 
 
 def bundle_hash(manifest: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of the manifest (which holds every file's sha256)."""
-    blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return canonical_sha256(manifest)
+
+
+def canonical_sha256(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces): the same for equal configs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def safe_relpath(root: Path, rel: str, what: str) -> Path:

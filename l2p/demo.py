@@ -103,7 +103,7 @@ def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compa
 
     print(f"calibrating an L2P predictor on {len(calib)} training captions ...")
     t0 = time.perf_counter()
-    Calibrator(bundle, sampler.encode(calib), CalibrationConfig(steps, full_steps, name=f"demo-{full_steps}",
+    Calibrator(sampler, sampler.encode(calib), CalibrationConfig(steps, full_steps, name=f"demo-{full_steps}",
                seeds=2), log=lambda s: print("  " + s)).run()
     print(f"  calibration took {time.perf_counter() - t0:.1f} s")
     columns = {f"full ({steps})": full.images}

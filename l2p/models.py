@@ -14,7 +14,6 @@ from .errors import InputError
 ASSETS = Path(__file__).parent / "assets"
 #: built-in model name -> folder inside the package
 BUILTIN = {"tiny-flux": ASSETS / "tiny-flux"}
-DEFAULT_MODEL = "tiny-flux"
 
 
 def resolve_model(model: str) -> Path:

@@ -21,11 +21,6 @@ class Precision(str, Enum):
         except ValueError:
             raise InputError(f"unknown precision '{value}'; choose one of fp32, fp16, bf16") from None
 
-    @property
-    def numpy_dtype(self) -> str:
-        """dtype of float tensors at the graph boundary: always float32; the graph casts inside."""
-        return "float32"
-
 
 #: relative-error tolerance per precision for an exported forward vs. PyTorch fp32
 FORWARD_RTOL = {Precision.FP32: 1e-5, Precision.FP16: 2e-2, Precision.BF16: 5e-2}

@@ -85,14 +85,6 @@ class IOSpec:
                 return t
         raise KeyError(name)
 
-    def dim_names(self) -> list[str]:
-        """Symbolic dims in order of first appearance."""
-        seen: list[str] = []
-        for t in (*self.inputs, *self.outputs):
-            for d in t.shape:
-                if isinstance(d, str) and d not in seen:
-                    seen.append(d)
-        return seen
 
     def describe(self) -> str:
         return "; ".join(t.describe() for t in self.inputs)

@@ -48,7 +48,7 @@ def test_calibration_scores_decoded_images(demo_run: tuple[Path, str]) -> None:
     cond = s.encode(train_captions()[:3])
     cfg = CalibrationConfig(steps=12, full_steps=4, name="img", seeds=1, schedule="interval", Ks=(3, 4),
                             latents=False, refit=0)
-    Calibrator(bundle, cond, cfg, log=lambda m: None).run()
+    Calibrator(s, cond, cfg, log=lambda m: None).run()
     pred = load_predictor(bundle / "predictors" / "img")
     assert pred.fit_stats["calibration_metric"] == "image" and len(pred.fit_stats["fit_variants"]) == 5
     full = s.decode_float(s.sample(cond, 0, 12, decode=False).final).astype(np.float64)

@@ -26,7 +26,9 @@ def test_runtime_modules_do_not_import_torch() -> None:
     r = _run("""
         import l2p.engine, l2p.predictor.graph, l2p.predictor.artifact, l2p.predictor.presets
         import l2p.calibration.calibrate, l2p.calibration.fidelity, l2p.sampling.pipeline, l2p.bench
-        import l2p.cli, l2p.cli_more, l2p.demo, l2p.validation.backends
+        import l2p.cli, l2p.cli.options, l2p.demo, l2p.validation.backends
+        from l2p.families import FAMILIES
+        runtimes = [f.runtime_class() for f in FAMILIES]  # every family's runtime and latent record
         assert "torch" not in sys.modules
         print("ok")
     """)

@@ -13,7 +13,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 CONFIGS = {  # name: (transformer kwargs, latent size, text tokens)
@@ -81,7 +80,6 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         tokens = (latent[0] // 2) * (latent[1] // 2)
         rows.append((name, params, tokens, txt, ort_ms, torch_ms))
-        _ = np
     print(f"{'config':8s} {'params M':>8s} {'img tok':>7s} {'txt tok':>7s} {'ORT CPU ms':>10s} "
           f"{'PyTorch ms':>10s} {'ratio':>6s}")
     for name, params, tokens, txt, o, t in rows:

@@ -58,7 +58,7 @@ class PackedRuntime(FamilyRuntime):
     """FLUX's packed latents ``(B, S, 64)`` and timestep ``t / 1000``; conditioning lives in the engine."""
 
     def __init__(self, tokens: int) -> None:
-        self.info, self.tokens = {}, tokens
+        self.tokens = tokens
 
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, self.tokens, 64)

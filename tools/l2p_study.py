@@ -91,7 +91,7 @@ def main() -> None:
             t0 = time.perf_counter()
             cfg = CalibrationConfig(steps=a.steps, full_steps=m, name=name, seeds=a.calib_seeds, tap=tap,
                                     schedule=schedule)
-            pred = Calibrator(bundle, ccond, cfg, threads=a.threads, log=lambda s: print("  " + s)).run()
+            pred = Calibrator(sampler, ccond, cfg, log=lambda s: print("  " + s)).run()
             print(f"calibrated {name} in {time.perf_counter() - t0:.0f} s; fit {pred.fit_stats['fit_seconds']:.3f} s")
     methods = [*(f"l2p:{prefix}-{{M}}" for prefix, _, _ in runs), *methods]
     report = run_bench(sampler, hcond, a.steps, budgets, methods, range(BENCH_SEED0, BENCH_SEED0 + a.bench_seeds))

@@ -24,8 +24,9 @@ from ..locking import folder_lock_path, hold_lock
 from ..predictor.artifact import Predictor, check_name, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
 from ..predictor.table import CoefficientTable
-from ..sampling.methods import feature_spec, forecaster_from_table
-from ..sampling.pipeline import Sampler, check_run_args
+from ..sampling.methods import expectation, feature_spec, forecaster_from_table
+from ..sampling.pipeline import Sampler
+from ..sampling.settings import RunSettings
 from ..spec import TensorSpec
 from .capture import Trajectories, capture
 from .closed_loop import null_directions, refine
@@ -62,7 +63,7 @@ class CalibrationConfig:
     closed_loop: int = 1
 
     def __post_init__(self) -> None:
-        check_run_args(self.steps, 0, self.full_steps)
+        RunSettings(steps=self.steps, full_steps=self.full_steps)  # the one check of the step counts
         check_name(self.name)
         if self.full_steps == self.steps:
             raise InputError(
@@ -110,12 +111,16 @@ def _exact_words(exact: int) -> str:
 
 
 class Calibrator:
-    """One calibration run over a bundle and a conditioning set."""
+    """One calibration run over an opened bundle's sampler and a conditioning set.
 
-    def __init__(self, bundle: str | Path, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
-                 log: Callable[[str], None] = print, threads: int | None = None) -> None:
-        self.sampler = Sampler(bundle, threads=threads)
-        self.bundle = self.sampler.bundle
+    ``sampler`` is used as it is (its engines, threads and guidance): the bundle is opened and
+    verified once, by whoever made the sampler, however many calibrations run on it.
+    """
+
+    def __init__(self, sampler: Sampler, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
+                 log: Callable[[str], None] = print) -> None:
+        self.sampler = sampler
+        self.bundle = sampler.bundle
         self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
         self.cfg = cfg
         self.log = log
@@ -229,7 +234,7 @@ class Calibrator:
         folder = self.bundle.predictors_dir / cfg.name
         settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash}))
         try:
-            old = load_predictor(folder, expect_bundle_hash=self.bundle.hash, expect_steps=cfg.steps)
+            old = load_predictor(folder, expect=expectation(self.bundle, cfg.steps))
             if old.created_by == settings:
                 self.log(f"predictor '{cfg.name}' is up to date; nothing to do")
                 return old
@@ -284,7 +289,8 @@ class Calibrator:
         fspec = feature_spec(self.bundle, cfg.tap)
         lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
         pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,
-                              bundle_hash=self.bundle.hash, latent_spec=lspec, fit_stats=stats, created_by=settings)
+                              bundle_hash=self.bundle.hash, scheduler_hash=self.bundle.scheduler_hash,
+                              latent_spec=lspec, fit_stats=stats, created_by=settings)
         fid = projection_fidelity(traj.features[cfg.tap], f.K)
         write_bytes(folder / "fidelity.txt", (fidelity_table(fid, stats["rel_residual"]) + "\n").encode())
         plot_fidelity(fid, folder / "fidelity.png", f.K, stats["rel_residual"], schedule)
@@ -318,8 +324,3 @@ def read_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise InputError(f"prompts file {path} holds no prompts")
     return prompts
-
-
-def summary(pred: Predictor) -> str:
-    return json.dumps({"name": pred.name, "schedule": list(pred.schedule), "steps": pred.num_steps,
-                       "calibration_psnr_db": pred.fit_stats.get("calibration_psnr_db")}, indent=2)

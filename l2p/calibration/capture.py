@@ -35,9 +35,6 @@ class Trajectories:
     def count(self) -> int:
         return int(self.latents.shape[0])
 
-    def subset(self, idx: np.ndarray | slice) -> Trajectories:
-        return Trajectories(self.latents[idx], {k: v[idx] for k, v in self.features.items()}, self.finals[idx])
-
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"latents": self.latents, "finals": self.finals}
         out.update({f"feature_{k}": v for k, v in self.features.items()})

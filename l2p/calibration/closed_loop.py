@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..predictor.table import CoefficientTable
-from .fit import _constraints, _history
+from ..predictor.schedule import history_before
+from .fit import _constraints
 
 Direction = tuple[int, np.ndarray]  # (forecast step i, unit vector over the K feature weights)
 
@@ -39,7 +40,7 @@ def null_directions(table: CoefficientTable, exact: int) -> list[Direction]:
     for i in range(table.num_steps):
         if table.is_computed(i):
             continue
-        hist = _history(table.computed, i, table.K)
+        hist = history_before(table.computed, i, table.K)
         h = len(hist)
         C, _ = _constraints(hist, i, exact, latents=False)
         Z = np.eye(h) if C is None else np.linalg.svd(C)[2][C.shape[0]:].T  # (h, free) orthonormal

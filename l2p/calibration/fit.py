@@ -17,9 +17,12 @@ import numpy as np
 from ..errors import InputError
 from ..metrics import rel_error
 from ..predictor.presets import preset
+from ..predictor.schedule import history_before
 from ..predictor.table import CoefficientTable
 
 SOLVERS = ("lstsq", "gd")
+#: what the ridge may pull the feature weights towards: nothing, or a fixed formula
+PRIORS = ("zero", "fora", "taylorseer1", "taylorseer2", "lagrange2")
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,8 @@ class FitConfig:
             raise InputError(f"exact={self.exact} is out of range for K={self.K}; use -1 (free) .. {self.K - 1}")
         if not self.ridge >= 0:
             raise InputError(f"ridge={self.ridge} must be >= 0")
-        if self.prior not in ("zero", "taylorseer1", "taylorseer2", "lagrange2", "fora"):
-            raise InputError(f"unknown prior '{self.prior}'; choose zero, fora, taylorseer1, taylorseer2 or lagrange2")
-
-
-def _history(schedule: tuple[int, ...], i: int, K: int) -> list[int]:
-    return [s for s in schedule if s < i][::-1][:K]
+        if self.prior not in PRIORS:
+            raise InputError(f"unknown prior '{self.prior}'; choose {', '.join(PRIORS[:-1])} or {PRIORS[-1]}")
 
 
 def _constraints(hist: list[int], i: int, exact: int,
@@ -161,7 +160,7 @@ def fit_table(features: np.ndarray, latents: np.ndarray | None, schedule: tuple[
     for i in range(N):
         if i in schedule:
             continue
-        hist = _history(schedule, i, cfg.K)
+        hist = history_before(schedule, i, cfg.K)
         h = len(hist)
         cols = [F[:, s] for s in hist]
         if X is not None:

@@ -8,13 +8,14 @@ inputs, and runs the *original* diffusers forward for validation.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..latent import LatentSpec
 from ..spec import IOSpec
 
 
@@ -28,7 +29,6 @@ class ExportGraph:
     trace_dims: dict[str, int]
     #: dims that must stay symbolic in the graph (others may be fixed by the exporter)
     dynamic: tuple[str, ...] = ("batch",)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FamilyAdapter(ABC):
@@ -38,9 +38,6 @@ class FamilyAdapter(ABC):
         model: the diffusers transformer (``torch.nn.Module``), in eval mode.
         latent_size: ``(height, width)`` of the VAE latent (before any packing).
     """
-
-    family: str = ""
-    model_class: str = ""
 
     def __init__(self, model: torch.nn.Module, latent_size: tuple[int, int]) -> None:
         self.model = model.eval()
@@ -80,8 +77,9 @@ class FamilyAdapter(ABC):
         return [self.transformer_graph()]
 
     @abstractmethod
-    def runtime_info(self) -> dict[str, Any]:
-        """What the torch-free runtime needs to feed the graph (saved in the manifest)."""
+    def latent_spec(self) -> LatentSpec:
+        """What the family's torch-free runtime needs to feed the graph (the manifest's ``latent``),
+        as the runtime's own :class:`~l2p.latent.LatentSpec` subclass; the exporter adds the VAE factor."""
 
     @abstractmethod
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -100,11 +98,10 @@ class EpsilonSpatialAdapter(FamilyAdapter):
         """Output channels: ``2C`` with learned sigma (epsilon, then the variance interpolation)."""
         return int(self.cfg.out_channels or self.cfg.in_channels)
 
-    def runtime_info(self) -> dict[str, Any]:
-        """The latent entries; subclasses add their own."""
+    def spatial_latent(self) -> dict[str, Any]:
+        """The :class:`~l2p.latent.LatentSpec` fields these families share, for their ``latent_spec``."""
         c = self.cfg
         h, w = self.latent_size
         learned = self.out_channels == 2 * c.in_channels  # the pipeline's test for learned sigma
-        return {"latent_channels": c.in_channels, "latent_height": h, "latent_width": w,
-                "patch_size": c.patch_size, "packing": "none",
+        return {"channels": int(c.in_channels), "height": h, "width": w,
                 "prediction": "epsilon+learned_sigma" if learned else "epsilon"}

@@ -14,13 +14,12 @@ the noise prediction (epsilon), the rest the variance interpolation, which sampl
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InputError
+from ..sampling.families.dit import DiTLatent
 from ..spec import IOSpec, TensorSpec
 from .base import EpsilonSpatialAdapter, ExportGraph
 
@@ -37,9 +36,6 @@ class _DiTDenoiser(nn.Module):
 
 
 class DiTAdapter(EpsilonSpatialAdapter):
-    family = "dit"
-    model_class = "DiTTransformer2DModel"
-
     def check_latent_size(self) -> None:
         h, w = self.latent_size
         p = int(self.cfg.patch_size)
@@ -62,9 +58,8 @@ class DiTAdapter(EpsilonSpatialAdapter):
         )
         return ExportGraph("transformer", _DiTDenoiser(self.model), spec, {"batch": 2}, dynamic=("batch",))
 
-    def runtime_info(self) -> dict[str, Any]:
-        n = self.cfg.num_embeds_ada_norm
-        return {**super().runtime_info(), "num_classes": n, "null_class": n}
+    def latent_spec(self) -> DiTLatent:
+        return DiTLatent(**self.spatial_latent(), num_classes=int(self.cfg.num_embeds_ada_norm))
 
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

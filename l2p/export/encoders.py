@@ -9,8 +9,6 @@ Graphs:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -70,7 +68,8 @@ def t5_graph(name: str, model: nn.Module, max_length: int) -> ExportGraph:
     return ExportGraph(name, _T5(model.eval()), spec, {"batch": 2}, dynamic=("batch",))
 
 
-def vae_decoder_graph(vae: nn.Module, latent_hw: tuple[int, int]) -> tuple[ExportGraph, dict[str, Any]]:
+def vae_decoder_graph(vae: nn.Module, latent_hw: tuple[int, int]) -> tuple[ExportGraph, int]:
+    """The VAE decoder graph and its scale factor (image pixels per latent pixel)."""
     c = vae.config
     factor = 2 ** (len(c.block_out_channels) - 1)
     h, w = latent_hw
@@ -78,9 +77,7 @@ def vae_decoder_graph(vae: nn.Module, latent_hw: tuple[int, int]) -> tuple[Expor
         (TensorSpec("latent", "float32", ("batch", c.latent_channels, h, w)),),
         (TensorSpec("image", "float32", ("batch", c.out_channels, h * factor, w * factor)),),
     )
-    info = {"vae_scale_factor": factor, "scaling_factor": float(c.scaling_factor),
-            "shift_factor": float(getattr(c, "shift_factor", None) or 0.0)}
-    return ExportGraph("vae_decoder", _VaeDecoder(vae.eval()), spec, {"batch": 2}, dynamic=("batch",)), info
+    return ExportGraph("vae_decoder", _VaeDecoder(vae.eval()), spec, {"batch": 2}, dynamic=("batch",)), factor
 
 
 def trace_args(graph: ExportGraph, vocab: int = 2) -> tuple[torch.Tensor, ...]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +24,7 @@ from ..bundle import MANIFEST, open_bundle, write_manifest
 from ..engine.registry import open_engine
 from ..errors import ArtifactError, InputError, L2PError
 from ..metrics import rel_error
+from ..families import Family, family_of_model
 from ..models import model_defaults, read_json, resolve_model
 from ..precision import FORWARD_RTOL, Precision, torch_dtype
 from ..staging import StagedFolder
@@ -32,34 +32,12 @@ from .base import ExportGraph, FamilyAdapter
 from .encoders import clip_graph, t5_graph, trace_args, vae_decoder_graph
 from .onnx_export import export_graph
 from .out_dir import MARKER, carry_predictors, inspect_out, refuse_losses, settings_change, stale_predictors
-from .registry import adapter_class
 
 __all__ = ["MARKER", "ExportConfig", "export_bundle"]
 
 #: bounds checked before anything is loaded or allocated
 MAX_LATENT = 1024
 MAX_TEXT_LENGTH = 4096
-#: FLUX.1-dev's scheduler, used when a transformer-only folder has no scheduler/
-DEFAULT_SCHEDULERS: dict[str, dict[str, Any]] = {
-    "flux": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
-             "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
-             "base_image_seq_len": 256, "max_image_seq_len": 4096},
-    # stabilityai/stable-diffusion-3-medium-diffusers (SD3.5 uses the same)
-    "sd3": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0},
-    # Qwen/Qwen-Image
-    "qwenimage": {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
-                  "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 0.9, "base_image_seq_len": 256,
-                  "max_image_seq_len": 8192, "shift_terminal": 0.02, "time_shift_type": "exponential"},
-    # facebook/DiT-XL-2-256 (diffusers' convert_dit_to_diffusers.py)
-    "dit": {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
-            "beta_schedule": "linear", "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 0,
-            "prediction_type": "epsilon"},
-    # PixArt-alpha/PixArt-XL-2-1024-MS (DPMSolverMultistepScheduler defaults)
-    "pixart": {"_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001,
-               "beta_end": 0.02, "beta_schedule": "linear", "solver_order": 2, "prediction_type": "epsilon",
-               "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True,
-               "timestep_spacing": "linspace", "steps_offset": 0},
-}
 
 
 @dataclass(frozen=True)
@@ -132,33 +110,6 @@ def _tokenizer(src: Path, dst: Path, max_length: int) -> dict[str, Any]:
     return {"path": f"{dst.name}/tokenizer.json", "max_length": int(max_length), "pad_id": int(pad)}
 
 
-def _check_latent_size(adapter_cls: type[FamilyAdapter], tcfg: dict[str, Any], latent_size: tuple[int, int]) -> None:
-    """The adapter's latent-size check on the transformer config alone, before any weights are loaded."""
-    import diffusers
-
-    if not all(1 <= d <= MAX_LATENT for d in latent_size):
-        raise InputError(f"latent size {latent_size[0]}x{latent_size[1]} is out of range; use 1..{MAX_LATENT} "
-                         "per side (images: the latent size times the VAE factor, usually 8)")
-    init = inspect.signature(getattr(diffusers, str(tcfg["_class_name"])).__init__).parameters.values()
-    config = {p.name: p.default for p in init if p.default is not inspect.Parameter.empty}
-    probe = object.__new__(adapter_cls)  # check_latent_size reads only .model.config and .latent_size
-    probe.model = SimpleNamespace(config=SimpleNamespace(**{**config, **tcfg}))  # type: ignore[assignment]
-    probe.latent_size = latent_size
-    probe.check_latent_size()
-
-
-def _check_text_length(src: Path, pipeline: bool, max_sequence_length: int | None) -> None:
-    if max_sequence_length is None:
-        return
-    if not 1 <= max_sequence_length <= MAX_TEXT_LENGTH:
-        raise InputError(f"--max-sequence-length {max_sequence_length} is out of range; use 1..{MAX_TEXT_LENGTH} "
-                         "(T5 tokens; FLUX.1 uses 512)")
-    index = read_json(src / "model_index.json") if pipeline else {}
-    if not (index.get("text_encoder_2") or [None])[0]:
-        raise InputError(f"--max-sequence-length sets the token length of a pipeline's T5 text encoder, and {src} "
-                         "has none (a transformer-only folder takes its conditioning from COND.npz); drop it")
-
-
 def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | None = None,
                   image_size: tuple[int, int] | None = None, precision: str = "fp32",
                   max_sequence_length: int | None = None, check: bool = True, force: bool = False,
@@ -177,7 +128,8 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
     pipeline = (src / "model_index.json").is_file()
     tcfg = read_json(src / "transformer" / "config.json")
     cls_name = str(tcfg.get("_class_name", ""))
-    adapter_cls = adapter_class(cls_name)
+    fam = family_of_model(cls_name)
+    adapter_cls = fam.adapter_class()
 
     vae_factor = None
     if pipeline and (src / "vae" / "config.json").is_file():
@@ -213,7 +165,7 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
         change = settings_change(old, cls_name, latent_size, prec.value)
         refuse_losses(old, stale_predictors(old, settings_change=change), force, log=lambda s: None)
         stage = staged.begin()
-        manifest = _write_bundle(src, stage, model, adapter_cls, cls_name, tcfg, cfg, prec, pipeline, defaults,
+        manifest = _write_bundle(src, stage, model, fam, cls_name, tcfg, cfg, prec, pipeline, defaults,
                                  fingerprint, log)
         lost = stale_predictors(old, new_manifest=manifest, settings_change=change)
         refuse_losses(old, lost, force, log)  # with --force: says what it deletes
@@ -221,6 +173,33 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
         staged.commit()
     log(f"wrote bundle {out}")
     return out
+
+
+def _check_latent_size(adapter_cls: type[FamilyAdapter], tcfg: dict[str, Any], latent_size: tuple[int, int]) -> None:
+    """The adapter's latent-size check on the transformer config alone, before any weights are loaded."""
+    import diffusers
+
+    if not all(1 <= d <= MAX_LATENT for d in latent_size):
+        raise InputError(f"latent size {latent_size[0]}x{latent_size[1]} is out of range; use 1..{MAX_LATENT} "
+                         "per side (images: the latent size times the VAE factor, usually 8)")
+    init = inspect.signature(getattr(diffusers, str(tcfg["_class_name"])).__init__).parameters.values()
+    config = {p.name: p.default for p in init if p.default is not inspect.Parameter.empty}
+    probe = object.__new__(adapter_cls)  # check_latent_size reads only .model.config and .latent_size
+    probe.model = SimpleNamespace(config=SimpleNamespace(**{**config, **tcfg}))  # type: ignore[assignment]
+    probe.latent_size = latent_size
+    probe.check_latent_size()
+
+
+def _check_text_length(src: Path, pipeline: bool, max_sequence_length: int | None) -> None:
+    if max_sequence_length is None:
+        return
+    if not 1 <= max_sequence_length <= MAX_TEXT_LENGTH:
+        raise InputError(f"--max-sequence-length {max_sequence_length} is out of range; use 1..{MAX_TEXT_LENGTH} "
+                         "(T5 tokens; FLUX.1 uses 512)")
+    index = read_json(src / "model_index.json") if pipeline else {}
+    if not (index.get("text_encoder_2") or [None])[0]:
+        raise InputError(f"--max-sequence-length sets the token length of a pipeline's T5 text encoder, and {src} "
+                         "has none (a transformer-only folder takes its conditioning from COND.npz); drop it")
 
 
 def _up_to_date(out: Path, cfg: ExportConfig, fingerprint: str) -> bool:
@@ -234,16 +213,17 @@ def _up_to_date(out: Path, cfg: ExportConfig, fingerprint: str) -> bool:
     return bool(ec.get("settings") == asdict(cfg) and ec.get("source_fingerprint") == fingerprint)
 
 
-def _write_bundle(src: Path, out: Path, model: str, adapter_cls: type[FamilyAdapter], cls_name: str,
-                  tcfg: dict[str, Any], cfg: ExportConfig, prec: Precision, pipeline: bool,
-                  defaults: dict[str, Any], fingerprint: str, log: Callable[[str], None]) -> dict[str, Any]:
+def _write_bundle(src: Path, out: Path, model: str, fam: Family, cls_name: str, tcfg: dict[str, Any],
+                  cfg: ExportConfig, prec: Precision, pipeline: bool, defaults: dict[str, Any], fingerprint: str,
+                  log: Callable[[str], None]) -> dict[str, Any]:
     """Export every graph, tokenizer and the scheduler into the empty folder ``out``; manifest last."""
     latent_size, max_len, check = (cfg.latent_height, cfg.latent_width), cfg.max_sequence_length, cfg.check
+    adapter_cls = fam.adapter_class()
     dtype = torch_dtype(prec) if prec is not Precision.FP32 else torch.float32
     log(f"loading {cls_name} from {src / 'transformer'}")
     transformer = _load(cls_name, src / "transformer", torch.float32 if prec is Precision.FP32 else dtype)
     adapter = adapter_cls(transformer.float(), latent_size)
-    latent_info = adapter.runtime_info()
+    latent = adapter.latent_spec()
     graphs: dict[str, dict[str, str]] = {}
     checks: dict[str, float] = {}
     for g in adapter.graphs():
@@ -272,17 +252,15 @@ def _write_bundle(src: Path, out: Path, model: str, adapter_cls: type[FamilyAdap
         extra.update(_export_pipeline_parts(src, out, index, latent_size, max_len, graphs, tokenizers, log))
     sched_dir = out / "scheduler"
     sched_src = src / "scheduler" / "scheduler_config.json"
-    sched = read_json(sched_src) if sched_src.is_file() else DEFAULT_SCHEDULERS.get(adapter_cls.family)
-    if sched is None:
-        raise InputError(f"{src} has no scheduler/scheduler_config.json and {cls_name} has no default")
+    sched = read_json(sched_src) if sched_src.is_file() else dict(fam.default_scheduler)
     write_json(sched_dir / "scheduler_config.json", sched)
 
-    latent_info.update(extra.pop("vae", {}))
+    latent = replace(latent, vae_scale_factor=extra.pop("vae_scale_factor", None))
     return write_manifest(out, {
-        "family": adapter_cls.family, "model_class": cls_name,
+        "family": fam.name, "model_class": cls_name,
         "model_config": {k: v for k, v in tcfg.items() if not k.startswith("_")},
         "precision": prec.value, "graphs": graphs, "scheduler": "scheduler/scheduler_config.json",
-        "tokenizers": tokenizers, "latent": latent_info,
+        "tokenizers": tokenizers, "latent": latent.to_dict(),
         "export_config": {"settings": asdict(cfg), "source": str(model), "source_fingerprint": fingerprint,
                           "checks": checks},
         "extra": extra,
@@ -313,8 +291,7 @@ def _export_pipeline_parts(src: Path, out: Path, index: dict[str, Any], latent_s
         tokenizers[enc] = {**_tokenizer(src / tok, out / tok, length), "kind": kind}
     if index.get("vae") and index["vae"][0] is not None:
         vae = _load(index["vae"][1], src / "vae", torch.float32)
-        g, info = vae_decoder_graph(vae, latent_size)
+        g, extra["vae_scale_factor"] = vae_decoder_graph(vae, latent_size)
         log("exporting vae_decoder ...")
         graphs["vae_decoder"] = _save_graph(g, out, Precision.FP32, trace_args(g))
-        extra["vae"] = info
     return extra

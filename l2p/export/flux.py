@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..sampling.families.flux import FluxLatent
 from ..sampling.rope import flux_image_ids, flux_rope, flux_text_ids
 from ..spec import IOSpec, TensorSpec
 from .base import ExportGraph, FamilyAdapter
@@ -73,9 +74,6 @@ class _FluxHead(_FluxDenoiser):
 
 
 class FluxAdapter(FamilyAdapter):
-    family = "flux"
-    model_class = "FluxTransformer2DModel"
-
     @property
     def cfg(self) -> Any:
         return self.model.config
@@ -149,19 +147,12 @@ class FluxAdapter(FamilyAdapter):
     def graphs(self) -> list[ExportGraph]:
         return [self.transformer_graph(), self.head_graph()]
 
-    def runtime_info(self) -> dict[str, Any]:
+    def latent_spec(self) -> FluxLatent:
         c = self.cfg
         h, w = self.latent_size
-        return {
-            "latent_channels": c.in_channels // 4,
-            "latent_height": h,
-            "latent_width": w,
-            "packing": "2x2",
-            "rope_axes_dim": list(c.axes_dims_rope),
-            "rope_theta": 10000.0,
-            "guidance_embeds": self.guidance,
-            "prediction": "flow",
-        }
+        return FluxLatent(channels=c.in_channels // 4, height=h, width=w, prediction="flow",
+                          rope_axes_dim=tuple(int(d) for d in c.axes_dims_rope), rope_theta=10000.0,
+                          guidance_embeds=bool(self.guidance))
 
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

@@ -114,17 +114,15 @@ def _flatten(x: object) -> list[object]:
 def _relocate_external_data(path: Path, data_tmp: Path) -> None:
     """Point the graph's external-data references at ``<name>.data`` and rename the file."""
     import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    from onnx.external_data_helper import uses_external_data
 
     final = path.with_name(path.name + ".data")
     model = onnx.load(str(path), load_external_data=False)
     for t in model.graph.initializer:
         if uses_external_data(t):
-            info = ExternalDataInfo(t)
             for e in t.external_data:
                 if e.key == "location":
                     e.value = final.name
-            del info
     os.replace(data_tmp, final)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(model, str(tmp))

@@ -39,8 +39,9 @@ from typing import Any
 from ..bundle import FORMAT, MANIFEST, bundle_hash
 from ..errors import ArtifactError, InputError, MismatchError
 from ..locking import LOCK_NAME
+from ..atomic import write_json
 from ..predictor.artifact import MANIFEST as PREDICTOR_MANIFEST
-from ..predictor.artifact import load_predictor, rekey_predictor
+from ..predictor.artifact import Expect, load_predictor
 
 MARKER = ".l2p-export-in-progress"  # what older l2p versions left in a folder they were exporting to
 #: the graphs the denoising loop runs (text encoders and the VAE decoder do not change a trajectory)
@@ -140,7 +141,7 @@ def stale_predictors(old: OldOut, new_manifest: dict[str, Any] | None = None,
             lost[name] = "not a predictor"
             continue
         try:
-            load_predictor(path, expect_bundle_hash=old.hash)
+            load_predictor(path, Expect(bundle_hash=old.hash))
         except MismatchError:
             lost[name] = "made for another bundle"
             continue
@@ -203,3 +204,21 @@ def settings_change(old: OldOut, model_class: str, latent_size: tuple[int, int],
     if old.manifest.get("precision") != precision:
         return f"the precision changes from {old.manifest.get('precision')} to {precision}"
     return ""
+
+
+def rekey_predictor(directory: Path, old_bundle_hash: str, new_bundle_hash: str, reason: str) -> None:
+    """Point a verified predictor of bundle ``old_bundle_hash`` at ``new_bundle_hash``.
+
+    Only for a new bundle whose denoiser is byte-identical to the old one (see
+    :func:`denoiser_key`): the coefficients stay right, only the key changes. The re-keying is
+    recorded in ``fit_stats["rekeyed"]``; the predictor's files are not touched.
+    """
+    load_predictor(directory, Expect(bundle_hash=old_bundle_hash))
+    m = json.loads((directory / PREDICTOR_MANIFEST).read_text())
+    m["bundle_hash"] = new_bundle_hash
+    if m["scheduler_hash"] == old_bundle_hash:  # predictors that keyed the scheduler by the bundle hash
+        m["scheduler_hash"] = new_bundle_hash
+    m["fit_stats"]["rekeyed"] = [*m["fit_stats"].get("rekeyed", []),
+                                 {"from": old_bundle_hash, "to": new_bundle_hash, "reason": reason}]
+    write_json(directory / PREDICTOR_MANIFEST, m)
+    load_predictor(directory, Expect(bundle_hash=new_bundle_hash))

@@ -16,12 +16,11 @@ With learned sigma ``C_out = 2C`` and the first ``C`` channels are epsilon.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
+from ..sampling.families.pixart import PixArtLatent
 from ..spec import IOSpec, TensorSpec
 from .base import EpsilonSpatialAdapter, ExportGraph
 
@@ -82,9 +81,6 @@ class _PixArtMicroDenoiser(_PixArtDenoiser):
 
 
 class PixArtAdapter(EpsilonSpatialAdapter):
-    family = "pixart"
-    model_class = "PixArtTransformer2DModel"
-
     @property
     def micro(self) -> bool:
         """Whether the model takes resolution / aspect-ratio micro-conditions."""
@@ -116,8 +112,8 @@ class PixArtAdapter(EpsilonSpatialAdapter):
         return ExportGraph("transformer", module, spec, {"batch": 2, "txt_seq": 8},
                            dynamic=("batch", "txt_seq"))
 
-    def runtime_info(self) -> dict[str, Any]:
-        return {**super().runtime_info(), "additional_conditions": self.micro}
+    def latent_spec(self) -> PixArtLatent:
+        return PixArtLatent(**self.spatial_latent(), additional_conditions=self.micro)
 
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

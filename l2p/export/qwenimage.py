@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from ..sampling.families.qwenimage import qwen_rope
+from ..sampling.families.qwenimage import QwenImageLatent, qwen_rope
 from ..spec import IOSpec, TensorSpec
 from .base import ExportGraph, FamilyAdapter
 
@@ -113,9 +113,6 @@ class _QwenDenoiser(nn.Module):
 
 
 class QwenImageAdapter(FamilyAdapter):
-    family = "qwenimage"
-    model_class = "QwenImageTransformer2DModel"
-
     def __init__(self, model: nn.Module, latent_size: tuple[int, int]) -> None:
         c = model.config
         extras = [k for k in ("guidance_embeds", "zero_cond_t", "use_additional_t_cond", "use_layer3d_rope")
@@ -157,13 +154,13 @@ class QwenImageAdapter(FamilyAdapter):
         return ExportGraph("transformer", _QwenDenoiser(self.model), spec, dims,
                            dynamic=("batch", "txt_seq", "rope_seq", "img_seq"))
 
-    def runtime_info(self) -> dict[str, Any]:
+    def latent_spec(self) -> QwenImageLatent:
         c = self.cfg
         h, w = self.latent_size
-        return {"latent_channels": c.in_channels // 4, "latent_height": h, "latent_width": w,
-                "patch_size": 2, "packing": "2x2", "rope_axes_dim": list(c.axes_dims_rope),
-                "rope_theta": float(self.model.pos_embed.theta), "scale_rope": bool(self.model.pos_embed.scale_rope),
-                "prediction": "flow"}
+        return QwenImageLatent(channels=c.in_channels // 4, height=h, width=w, prediction="flow",
+                               rope_axes_dim=tuple(int(d) for d in c.axes_dims_rope),
+                               rope_theta=float(self.model.pos_embed.theta),
+                               scale_rope=bool(self.model.pos_embed.scale_rope))
 
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

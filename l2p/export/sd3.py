@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..sampling.families.sd3 import SD3Latent
 from ..spec import IOSpec, TensorSpec
 from .base import ExportGraph, FamilyAdapter
 
@@ -37,9 +38,6 @@ class _SD3Denoiser(nn.Module):
 
 
 class SD3Adapter(FamilyAdapter):
-    family = "sd3"
-    model_class = "SD3Transformer2DModel"
-
     @property
     def cfg(self) -> Any:
         return self.model.config
@@ -73,11 +71,11 @@ class SD3Adapter(FamilyAdapter):
         return ExportGraph("transformer", _SD3Denoiser(self.model), spec, {"batch": 2, "txt_seq": 8},
                            dynamic=("batch", "txt_seq"))
 
-    def runtime_info(self) -> dict[str, Any]:
+    def latent_spec(self) -> SD3Latent:
         c = self.cfg
         h, w = self.latent_size
-        return {"latent_channels": c.in_channels, "latent_height": h, "latent_width": w,
-                "patch_size": c.patch_size, "packing": "none", "prediction": "flow"}
+        return SD3Latent(channels=int(c.in_channels), height=h, width=w, prediction="flow",
+                         patch_size=int(c.patch_size))
 
     def sample_feed(self, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

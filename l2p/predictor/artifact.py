@@ -12,8 +12,9 @@ Layout::
 name), the tapped feature, the step count and schedule, ``K``, whether latents are used, the
 bundle hash and scheduler hash it was calibrated for, free-form fit statistics, the settings
 that made it, and the sha256 and size of every other file. :func:`load_predictor` verifies all
-of it and refuses a predictor made for another bundle, step count or tap with a
-:class:`~l2p.errors.MismatchError` that says how to make a matching one.
+of it and, given an :class:`Expect`, refuses a predictor made for another bundle, scheduler
+config, step count, budget, tap or feature shape with a :class:`~l2p.errors.MismatchError` that
+says how to make a matching one. All these compatibility checks live there.
 
 Torch-free.
 """
@@ -51,6 +52,29 @@ COEFFICIENT_DTYPE = {"fit": "float64", "npz": "float64", "onnx": "float32"}
 MAX_NAME = 64  # predictor names are folder names; file systems allow 255 bytes
 
 
+@dataclass(frozen=True)
+class Expect:
+    """What a predictor is going to be used with (see :func:`load_predictor`); ``None`` skips a check.
+
+    Attributes:
+        bundle_hash: the bundle's :attr:`~l2p.bundle.Bundle.hash`.
+        scheduler_hash: sha256 of the scheduler config (:attr:`~l2p.bundle.Bundle.scheduler_hash`).
+        steps: sampling steps ``N``.
+        full_steps: computed steps ``M`` (the budget).
+        tap: the feature the caller wants forecast.
+        features: the features the bundle provides, one :class:`~l2p.spec.TensorSpec` per tap,
+            named by the tap (``"output"``, ``"residual"``); the predictor's tap must be one of
+            them, with the same dtype and shape.
+    """
+
+    bundle_hash: str | None = None
+    scheduler_hash: str | None = None
+    steps: int | None = None
+    full_steps: int | None = None
+    tap: str | None = None
+    features: tuple[TensorSpec, ...] | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class Predictor:
     """A verified predictor folder. Make one with :func:`save_predictor`, open with :func:`load_predictor`.
@@ -63,7 +87,7 @@ class Predictor:
         table: the float64 coefficients and schedule.
         io_spec: I/O of ``predictor.onnx``.
         bundle_hash: the bundle it was calibrated for.
-        scheduler_hash: the scheduler config it was calibrated for.
+        scheduler_hash: sha256 of the scheduler config it was calibrated for.
         fit_stats: free-form fit statistics (residuals, ridge lambda, calibration size, time...).
         created_by: the settings that made it.
     """
@@ -117,7 +141,7 @@ def save_predictor(
     method: str,
     tap: str,
     bundle_hash: str,
-    scheduler_hash: str | None = None,
+    scheduler_hash: str,
     latent_spec: TensorSpec | None = None,
     fit_stats: dict[str, Any] | None = None,
     created_by: dict[str, Any] | None = None,
@@ -130,15 +154,15 @@ def save_predictor(
         feature_spec: one tapped feature (shape with symbolic dims, float32/float16).
         name, method, tap: see :class:`Predictor`.
         bundle_hash: the bundle's hash.
-        scheduler_hash: sha256 of the scheduler config; defaults to ``bundle_hash`` (a bundle
-            pins its scheduler config).
+        scheduler_hash: sha256 of the scheduler config (:attr:`~l2p.bundle.Bundle.scheduler_hash`).
         latent_spec: one latent, required when ``table.uses_latents``.
         fit_stats, created_by: JSON-serialisable dicts.
 
     Raises:
         InputError: for empty names or non-JSON statistics/settings, or bad specs.
     """
-    for what, value in (("name", name), ("method", method), ("tap", tap), ("bundle_hash", bundle_hash)):
+    for what, value in (("name", name), ("method", method), ("tap", tap), ("bundle_hash", bundle_hash),
+                        ("scheduler_hash", scheduler_hash)):
         if not isinstance(value, str) or not value:
             raise InputError(f"save_predictor: {what} must be a non-empty string, got {value!r}")
     fit_stats = dict(fit_stats or {})
@@ -149,7 +173,6 @@ def save_predictor(
         except (TypeError, ValueError) as e:
             raise InputError(f"save_predictor: {what} is not JSON-serialisable ({e}); use plain numbers, "
                              "strings, lists and dicts") from None
-    scheduler_hash = scheduler_hash or bundle_hash
     io_spec = predictor_io_spec(table, feature_spec, latent_spec)
     model = build_predictor_graph(table, feature_spec, latent_spec, name=f"l2p_predictor_{name}")
 
@@ -187,28 +210,24 @@ def save_predictor(
     return Predictor(root, name, method, tap, table, io_spec, bundle_hash, scheduler_hash, fit_stats, created_by)
 
 
-def load_predictor(
-    directory: str | os.PathLike[str],
-    expect_bundle_hash: str | None = None,
-    expect_steps: int | None = None,
-    expect_tap: str | None = None,
-    expect_scheduler_hash: str | None = None,
-) -> Predictor:
-    """Open and verify a predictor folder.
+def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = None) -> Predictor:
+    """Open and verify a predictor folder, and check it fits what the caller will use it with.
 
     Args:
         directory: the folder holding ``predictor.json``.
-        expect_bundle_hash, expect_steps, expect_tap, expect_scheduler_hash: what the caller
-            will use it with; ``None`` skips that check.
+        expect: the bundle, scheduler config, step counts, tap and features it will be used
+            with (``None``, or a ``None`` field, skips that check).
 
     Raises:
         ArtifactError: not a predictor, unknown format/version, unknown or missing keys,
             missing/truncated/tampered files, coefficients that do not fit the table.
-        MismatchError: made for another bundle, step count, tap or scheduler config.
+        MismatchError: made for another bundle, scheduler config, step count, budget, tap or
+            feature shape.
     """
     root = Path(directory)
+    expect = expect or Expect()
     m = _read_manifest(root)
-    _check_expectations(root, m, expect_bundle_hash, expect_steps, expect_tap, expect_scheduler_hash)
+    _check_expectations(root, m, expect)
     _verify_files(root, m)
     check_external_data(root / ONNX_FILE, root, set(), f"predictor {root}", "re-calibrate it")  # constants inline
     table = _load_table(root, m)
@@ -224,28 +243,10 @@ def load_predictor(
             f"predictor {root}: {IO_SPEC} ({io_spec.describe()}) does not match its table and feature "
             f"({expected_spec.describe()}); re-calibrate it"
         )
+    if expect.features is not None:
+        _check_feature(m, feature_spec, expect)
     return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
                      m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]))
-
-
-def rekey_predictor(directory: str | os.PathLike[str], old_bundle_hash: str, new_bundle_hash: str,
-                    reason: str) -> Predictor:
-    """Point a verified predictor of bundle ``old_bundle_hash`` at ``new_bundle_hash``.
-
-    Only for a new bundle whose denoiser is byte-identical to the old one (the caller checks;
-    see :mod:`l2p.export.out_dir`): the coefficients stay right, only the key changes. The
-    re-keying is recorded in ``fit_stats["rekeyed"]``; the files are not touched.
-    """
-    root = Path(directory)
-    load_predictor(root, expect_bundle_hash=old_bundle_hash)
-    m = json.loads((root / MANIFEST).read_text())
-    m["bundle_hash"] = new_bundle_hash
-    if m["scheduler_hash"] == old_bundle_hash:  # the default: the bundle pins its scheduler config
-        m["scheduler_hash"] = new_bundle_hash
-    m["fit_stats"]["rekeyed"] = [*m["fit_stats"].get("rekeyed", []),
-                                 {"from": old_bundle_hash, "to": new_bundle_hash, "reason": reason}]
-    write_json(root / MANIFEST, m)
-    return load_predictor(root, expect_bundle_hash=new_bundle_hash)
 
 
 def check_name(name: str, flag: str = "--name") -> str:
@@ -302,25 +303,42 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return m
 
 
-def _check_expectations(
-    root: Path, m: dict[str, Any], bundle: str | None, steps: int | None, tap: str | None, sched: str | None
-) -> None:
+def _hint(m: dict[str, Any], expect: Expect) -> str:
+    """The command that makes a predictor like ``m`` for what ``expect`` asks."""
+    steps = expect.steps if expect.steps is not None else m["num_steps"]
+    full = expect.full_steps if expect.full_steps is not None else min(m["full_steps"], steps)
+    return remake_hint(m["name"], m["method"], steps, full, expect.tap if expect.tap is not None else m["tap"])
+
+
+def _check_expectations(root: Path, m: dict[str, Any], expect: Expect) -> None:
     made = (f"predictor '{m['name']}' at {root} was calibrated for bundle {m['bundle_hash'][:12]}, "
             f"{m['num_steps']} steps ({m['full_steps']} computed), tap '{m['tap']}'")
-    hint = remake_hint(m["name"], m["method"], steps if steps is not None else m["num_steps"],
-                       min(m["full_steps"], steps) if steps is not None else m["full_steps"],
-                       tap if tap is not None else m["tap"])
-    if bundle is not None and bundle != m["bundle_hash"]:
-        raise MismatchError(f"{made}, but this bundle is {bundle[:12]}; {hint} (with this bundle)")
-    if steps is not None and steps != m["num_steps"]:
-        raise MismatchError(f"{made}, but {steps} steps were asked for; {hint}")
-    if tap is not None and tap != m["tap"]:
-        raise MismatchError(f"{made}, but tap '{tap}' was asked for; {hint}")
-    if sched is not None and sched != m["scheduler_hash"]:
+    hint = _hint(m, expect)
+    if expect.bundle_hash is not None and expect.bundle_hash != m["bundle_hash"]:
+        raise MismatchError(f"{made}, but this bundle is {expect.bundle_hash[:12]}; {hint} (with this bundle)")
+    if expect.steps is not None and expect.steps != m["num_steps"]:
+        raise MismatchError(f"{made}, but {expect.steps} steps were asked for; {hint}")
+    if expect.full_steps is not None and expect.full_steps != m["full_steps"]:
+        raise MismatchError(f"{made}, but {expect.full_steps} full steps were asked for; drop --full-steps or {hint}")
+    if expect.tap is not None and expect.tap != m["tap"]:
+        raise MismatchError(f"{made}, but tap '{expect.tap}' was asked for; {hint}")
+    # predictors made before the scheduler config had its own hash recorded the bundle hash here,
+    # which pins the scheduler config as well
+    if expect.scheduler_hash is not None and m["scheduler_hash"] not in (expect.scheduler_hash, m["bundle_hash"]):
         raise MismatchError(
             f"{made} with scheduler config {m['scheduler_hash'][:12]}, but the scheduler config is "
-            f"{sched[:12]}; {hint} (with this scheduler config)"
+            f"{expect.scheduler_hash[:12]}; {hint} (with this scheduler config)"
         )
+
+
+def _check_feature(m: dict[str, Any], got: TensorSpec, expect: Expect) -> None:
+    """The predictor's tap must be a feature the bundle provides, with its dtype and shape (a
+    forged tap would feed the graph the wrong feature)."""
+    want = next((f for f in expect.features or () if f.name == m["tap"]), None)
+    if want is None or (got.dtype, got.shape) != (want.dtype, want.shape):
+        have = f"this bundle's is {want.dtype}{list(want.shape)}" if want else "this bundle's transformer has none"
+        raise MismatchError(f"predictor '{m['name']}' forecasts tap '{m['tap']}' as {got.dtype}{list(got.shape)}, "
+                            f"but {have}; {_hint(m, expect)}")
 
 
 def _verify_files(root: Path, m: dict[str, Any]) -> None:

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .schedule import validate_schedule
+from .schedule import history_before, validate_schedule
 from .table import CoefficientTable
 
 #: preset name -> (rule, order)
@@ -173,7 +173,7 @@ def _table(
     for i in range(num_steps):
         if i in done:
             continue
-        hist = [s for s in computed if s < i][::-1][:need]  # newest first
+        hist = history_before(computed, i, need)
         w = weights(hist, i, min(order, len(hist) - 1))
         W[i, : len(w)] = w
     return CoefficientTable(W, np.zeros_like(W), np.zeros(num_steps), computed, K, False)

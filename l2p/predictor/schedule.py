@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedul
         InputError: on ``N < 1``, non-integers, duplicates, indices outside ``[0, N)``, or a
             schedule without step 0.
     """
-    _check_num_steps(num_steps)
+    check_count(num_steps, "number of steps", 1)
     raw = list(steps)
     out: list[int] = []
     for s in raw:
@@ -67,6 +68,12 @@ def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedul
     return tuple(sorted(out))
 
 
+def history_before(schedule: Sequence[int], i: int, K: int | None = None) -> list[int]:
+    """The computed steps of ``schedule`` (sorted) before step ``i``, newest first: ``[s_0, s_1, ...]``,
+    at most ``K`` of them (all for ``K=None``). The order every predictor row is written in."""
+    return [s for s in reversed(schedule) if s < i][:K]
+
+
 def schedule_from_list(steps: Iterable[int], num_steps: int) -> Schedule:
     """A schedule from an explicit list of computed steps (sorted and validated)."""
     return validate_schedule(steps, num_steps)
@@ -90,7 +97,7 @@ def interval_schedule(num_steps: int, full_steps: int, warmup: int = 1) -> Sched
     steps = list(range(w))
     # (2jL + R) // (2R) == floor(jL/R + 1/2): strictly increasing since L >= R.
     steps += [(w - 1) + (2 * j * length + r) // (2 * r) for j in range(1, r + 1)]
-    return validate_schedule(steps, num_steps, "interval schedule")
+    return tuple(steps)
 
 
 def power_schedule(num_steps: int, full_steps: int, warmup: int = 1, exponent: float = 1.0) -> Schedule:
@@ -113,7 +120,7 @@ def power_schedule(num_steps: int, full_steps: int, warmup: int = 1, exponent: f
         )
     w, r, length = _check_counts(num_steps, full_steps, warmup)
     if r == 0:
-        return validate_schedule(range(w), num_steps, "power schedule")
+        return tuple(range(w))
     pos = [(w - 1) + math.floor(length * (j / r) ** exponent + 0.5) for j in range(1, r + 1)]
     prev = w - 1
     for j in range(r):  # forward: strictly increasing
@@ -121,7 +128,7 @@ def power_schedule(num_steps: int, full_steps: int, warmup: int = 1, exponent: f
     nxt = num_steps
     for j in reversed(range(r)):  # backward: fits below N, still strictly increasing
         pos[j] = nxt = min(pos[j], nxt - 1)
-    return validate_schedule([*range(w), *pos], num_steps, "power schedule")
+    return (*range(w), *pos)
 
 
 def fixed_interval_schedule(num_steps: int, interval: int, warmup: int = 1) -> Schedule:
@@ -131,34 +138,45 @@ def fixed_interval_schedule(num_steps: int, interval: int, warmup: int = 1) -> S
     computed steps follows from ``interval`` and the last step is computed only if it falls on
     the grid. Use :func:`interval_schedule` to fix the number of computed steps instead.
     """
-    _check_num_steps(num_steps)
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise InputError(f"fixed interval schedule: interval {interval!r} is not allowed; use an integer >= 1")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= num_steps:
-        raise InputError(
-            f"fixed interval schedule: warmup {warmup!r} is not allowed; use an integer in [0, {num_steps}]"
-        )
-    w = max(warmup, 1)
-    return validate_schedule([*range(w), *range(w - 1 + interval, num_steps, interval)], num_steps)
+    num_steps = check_count(num_steps, "number of steps", 1)
+    interval = check_count(interval, "fixed interval schedule: interval", 1)
+    w = max(check_count(warmup, "fixed interval schedule: warmup", 0, num_steps), 1)
+    return (*range(w), *range(w - 1 + interval, num_steps, interval))
 
 
-def _check_num_steps(num_steps: int) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise InputError(f"number of steps {num_steps!r} is not allowed; use an integer >= 1")
+def check_count(value: Any, what: str, lo: int, hi: int | None = None, note: str = "") -> int:
+    """The one rule for every count l2p is given (steps, full steps, warm-up, seeds...).
+
+    Args:
+        value: an integer (``int`` or numpy integer; not a bool).
+        what: how the caller names it in the message (``"--steps"``, ``"full steps"``...).
+        lo, hi: the allowed range, both included (``hi=None``: no upper bound).
+        note: appended to the message, e.g. ``" (the step count)"``.
+
+    Returns:
+        ``value`` as an ``int``.
+
+    Raises:
+        InputError: ``"<what> <value> is not an integer / is out of range; use an integer in lo..hi<note>"``.
+    """
+    allowed = f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise InputError(f"{what} {value!r} is not an integer; use {allowed}{note}") from None
+    if n < lo or (hi is not None and n > hi):
+        raise InputError(f"{what} {n} is out of range; use {allowed}{note}")
+    return n
 
 
 def _check_counts(num_steps: int, full_steps: int, warmup: int) -> tuple[int, int, int]:
     """Validate ``(N, M, warmup)``; return ``(w, R, L)``."""
-    _check_num_steps(num_steps)
-    if isinstance(full_steps, bool) or not isinstance(full_steps, int) or not 1 <= full_steps <= num_steps:
-        raise InputError(
-            f"full steps {full_steps!r} is not allowed for a run of {num_steps} steps; "
-            f"use an integer in [1, {num_steps}] (the total number of computed steps, warm-up included)"
-        )
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= full_steps:
-        raise InputError(
-            f"warmup {warmup!r} is not allowed with {full_steps} full steps; use an integer in "
-            f"[0, {full_steps}] (warm-up steps count towards the full steps; step 0 is always computed)"
-        )
+    num_steps = check_count(num_steps, "number of steps", 1)
+    full_steps = check_count(full_steps, "full steps", 1, num_steps, f" for a run of {num_steps} steps "
+                             "(the total number of computed steps, warm-up included)")
+    warmup = check_count(warmup, "warmup", 0, full_steps, f" with {full_steps} full steps "
+                         "(warm-up steps count towards the full steps; step 0 is always computed)")
     w = max(warmup, 1)
     return w, full_steps - w, num_steps - w

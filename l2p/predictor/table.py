@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .schedule import validate_schedule
+from .schedule import history_before, validate_schedule
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,8 +97,7 @@ class CoefficientTable:
     def history(self, i: int) -> list[int]:
         """The (at most ``K``) computed steps before ``i``, newest first: ``[s_0, s_1, ...]``."""
         self._check_step(i)
-        before = [s for s in self.computed if s < i]
-        return before[::-1][: self.K]
+        return history_before(self.computed, i, self.K)
 
     def predict(
         self,

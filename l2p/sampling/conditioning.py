@@ -63,7 +63,3 @@ def load_conditioning(path: str | Path, spec: IOSpec, names: list[str]) -> dict[
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise InputError(f"conditioning file '{path}' is not a readable .npz of plain arrays ({e})") from None
     return check_conditioning(cond, spec, names, f"conditioning {path.name}")
-
-
-def select_rows(cond: Mapping[str, np.ndarray], rows: slice | list[int]) -> dict[str, np.ndarray]:
-    return {k: np.ascontiguousarray(v[rows]) for k, v in cond.items()}

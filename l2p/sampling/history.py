@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ..predictor.table import CoefficientTable
-
 
 class FeatureHistory:
     """``K`` slots of features ``(K, *shape)`` ``dtype`` (default float32) and optionally latents, in ``xp``."""
@@ -76,11 +74,3 @@ def forecast_index_inputs(computed: Sequence[bool], K: int, xp: ModuleType = np)
     step_dev = xp.asarray(np.array(steps, np.int64)[:, None])  # (F, 1)
     perm_dev = xp.asarray(np.stack(perms))  # (F, K)
     return {i: {"step": step_dev[n], "perm": perm_dev[n]} for n, i in enumerate(steps)}
-
-
-def check_history(table: CoefficientTable, history: FeatureHistory, step: int) -> None:
-    """Assert the buffer holds exactly the steps the table's row ``step`` expects."""
-    want = table.history(step)[: table.K]
-    got = history.newest_first()[: len(want)]
-    if got != want:
-        raise RuntimeError(f"predictor history mismatch at step {step}: have {got}, table expects {want}")

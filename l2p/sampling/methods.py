@@ -1,24 +1,22 @@
-"""``--method full|fora|taylorseer1|taylorseer2|lagrange2|l2p[:NAME]`` -> a forecaster (or none)."""
+"""``--method`` (full, a preset, ``l2p[:NAME]``; see :class:`~l2p.sampling.settings.Method`) -> a forecaster (or none)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..bundle import Bundle
 from ..engine.base import Engine
 from ..engine.registry import open_engine
-from ..errors import InputError, MismatchError
-from ..predictor.artifact import check_name, load_predictor
-from ..predictor.graph import OUTPUT, build_predictor_graph, predictor_io_spec
-from ..predictor.presets import PRESETS, preset
+from ..errors import InputError
+from ..predictor.artifact import Expect, load_predictor
+from ..predictor.graph import build_predictor_graph, predictor_io_spec
+from ..predictor.presets import preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
 from ..spec import IOSpec, TensorSpec
 from .loop import TAPS, Forecaster
-
-DEFAULT_PREDICTOR = "default"
+from .settings import RunSettings
 
 #: makes a predictor/head engine: (``.onnx`` file or serialized bytes, its I/O spec, name) -> Engine
 EngineFactory = Callable[[str | os.PathLike[str] | bytes, IOSpec, str], Engine]
@@ -27,28 +25,6 @@ EngineFactory = Callable[[str | os.PathLike[str] | bytes, IOSpec, str], Engine]
 def host_engines(threads: int | None = None) -> EngineFactory:
     """ONNX Runtime CPU engines, the default for predictor and head graphs."""
     return lambda source, spec, name: open_engine("onnxruntime", source, spec, name=name, threads=threads)
-
-
-@dataclass(frozen=True)
-class Method:
-    """A parsed ``--method`` value."""
-
-    kind: str  # "full", "preset" or "l2p"
-    name: str  # preset name or predictor name
-
-    @classmethod
-    def parse(cls, text: str) -> Method:
-        if text == "full":
-            return cls("full", "full")
-        if text in PRESETS:
-            return cls("preset", text)
-        if text == "l2p" or text.startswith("l2p:"):
-            name = text.partition(":")[2] or DEFAULT_PREDICTOR
-            return cls("l2p", check_name(name, "--method l2p:NAME"))  # a folder name, never a path
-        raise InputError(f"unknown method '{text}'; choose full, {', '.join(PRESETS)}, l2p or l2p:NAME")
-
-    def __str__(self) -> str:
-        return self.name if self.kind != "l2p" else f"l2p:{self.name}"
 
 
 def feature_spec(bundle: Bundle, tap: str) -> TensorSpec:
@@ -87,6 +63,14 @@ def _head(bundle: Bundle, tap: str, make: EngineFactory) -> Engine | None:
     return make(bundle.onnx_path("head"), bundle.spec("head"), "head")
 
 
+def expectation(bundle: Bundle, steps: int | None = None, full_steps: int | None = None) -> Expect:
+    """What a predictor of ``bundle`` must fit: the bundle, its scheduler config, its features, the step counts."""
+    outputs = bundle.spec("transformer").output_names
+    features = tuple(feature_spec(bundle, tap) for tap, out in TAPS.items() if out in outputs)
+    return Expect(bundle_hash=bundle.hash, scheduler_hash=bundle.scheduler_hash, steps=steps,
+                  full_steps=full_steps, features=features)
+
+
 def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None,
                    threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster:
     """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch."""
@@ -99,46 +83,21 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
             f"{full_steps or min(10, steps)} --name {name}"
         )
-    pred = load_predictor(folder, expect_bundle_hash=bundle.hash, expect_steps=steps)
-    computed = len(pred.schedule)
-    if full_steps is not None and full_steps != computed:
-        raise MismatchError(
-            f"predictor '{name}' was calibrated for {computed} full steps, --full-steps asks for {full_steps}; "
-            f"drop --full-steps or re-run: l2p calibrate {bundle.root} ... --steps {steps} "
-            f"--full-steps {full_steps} --name {name}"
-        )
-    got = pred.io_spec.output(OUTPUT)  # a forged tap would feed the graph the wrong feature
-    outputs = bundle.spec("transformer").output_names
-    want = feature_spec(bundle, pred.tap) if TAPS.get(pred.tap) in outputs else None
-    if want is None or (got.dtype, got.shape) != (want.dtype, want.shape):
-        have = f"this bundle's is {want.dtype}{list(want.shape)}" if want else "this bundle's transformer has none"
-        raise MismatchError(
-            f"predictor '{name}' forecasts tap '{pred.tap}' as {got.dtype}{list(got.shape)}, but {have}; "
-            f"re-run: l2p calibrate {bundle.root} ... --steps {steps} --name {name}"
-        )
+    pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps))
     make = make_engine or host_engines(threads)
     engine = make(pred.onnx_path, pred.io_spec, f"l2p:{name} predictor")
     return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))
 
 
-def check_method(method: str, steps: int, full_steps: int | None) -> Method:
-    """Parse ``--method`` and refuse a ``--full-steps`` it would ignore (full compute runs every step)."""
-    m = Method.parse(method)
-    if m.kind == "full" and full_steps is not None and full_steps != steps:
-        raise InputError(f"--full-steps {full_steps} with --method full: full compute runs the transformer on "
-                         f"all {steps} steps; drop --full-steps, or choose a cached method (l2p:NAME, "
-                         f"{', '.join(PRESETS)})")
-    return m
-
-
-def make_forecaster(bundle: Bundle, method: str, steps: int, full_steps: int | None,
-                    threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster | None:
-    """The forecaster for ``--method`` (``None`` for full compute); ``make_engine`` builds its engines."""
-    m = check_method(method, steps, full_steps)
+def make_forecaster(bundle: Bundle, settings: RunSettings, threads: int | None = None,
+                    make_engine: EngineFactory | None = None) -> Forecaster | None:
+    """The forecaster for ``settings.method`` (``None`` for full compute); ``make_engine`` builds its engines."""
+    m = settings.parsed_method
     if m.kind == "full":
         return None
     if m.kind == "preset":
-        if full_steps is None:
-            raise InputError(f"--method {method} needs --full-steps M (how many steps run the transformer)")
-        return preset_forecaster(bundle, m.name, steps, full_steps, threads=threads, make_engine=make_engine)
-    return l2p_forecaster(bundle, m.name, steps, full_steps, threads=threads, make_engine=make_engine)
+        assert settings.full_steps is not None  # RunSettings refuses a preset without it
+        return preset_forecaster(bundle, m.name, settings.steps, settings.full_steps, schedule=settings.schedule,
+                                 threads=threads, make_engine=make_engine)
+    return l2p_forecaster(bundle, m.name, settings.steps, settings.full_steps, threads=threads,
+                          make_engine=make_engine)

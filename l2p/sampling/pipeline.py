@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +18,12 @@ from ..engine.registry import device_backends, open_engine
 from ..errors import InputError, NumericalError
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
-from .loop import Capture, LoopResult, denoise
+from .families.base import FamilyRuntime
+from .loop import Capture, Forecaster, LoopResult, denoise
 from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
+from .settings import RunSettings, check_guidance
 from .text import check_text, load_tokenizers
-
-MAX_STEPS = 1000
-MAX_SEED = 2**63 - 1
-
-
-def check_run_args(steps: int, seed: int, full_steps: int | None) -> None:
-    """Refuse absurd step counts, budgets and seeds with a clear message."""
-    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise InputError(f"--steps {steps} is out of range; use 1..{MAX_STEPS}")
-    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InputError(f"--seed {seed} is out of range; use 0..2**63-1")
-    if full_steps is not None and not 1 <= full_steps <= steps:
-        raise InputError(f"--full-steps {full_steps} is out of range; use 1..{steps} (the step count)")
 
 
 @dataclass
@@ -46,17 +35,21 @@ class SampleResult:
     loop: LoopResult
     seconds: float
     images: np.ndarray | None = None  # (B, H, W, 3) uint8
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Sampler:
     """Samples from a bundle, on the CPU or with the whole denoising loop on a GPU.
 
+    The bundle is opened (and every file's sha256 verified) once, here; open one sampler per
+    bundle and hand it to whatever runs on it (:class:`~l2p.calibration.calibrate.Calibrator`,
+    :func:`~l2p.bench.run_bench`). Engines and forecasters are made on first use and kept.
+
     Args:
         bundle: a bundle folder or an opened :class:`Bundle`.
         backend: engine backend name (``onnxruntime``, ``onnxruntime-cuda``, ``tensorrt``...).
         threads: CPU threads per engine (default: all cores).
-        guidance_scale: FLUX guidance-embedding value (ignored by models without one).
+        guidance_scale: FLUX guidance-embedding value of :meth:`sample` runs (ignored by models
+            without one); :meth:`run` takes it from its :class:`RunSettings`.
         device: ``cpu`` (numpy loop, host engines) or ``cuda``/``cuda:N`` (cupy loop: latents,
             history and predictor I/O stay on the GPU; backend ``tensorrt``, ``onnxruntime-cuda``
             or ``onnxruntime-tensorrt``). Predictor and head graphs run on ONNX Runtime's CUDA
@@ -67,9 +60,7 @@ class Sampler:
     def __init__(self, bundle: str | os.PathLike[str] | Bundle, backend: str = "onnxruntime",
                  threads: int | None = None, guidance_scale: float = 3.5, verify: bool = True,
                  device: str = "cpu", use_cuda_graph: bool = False) -> None:
-        if not -1000 <= guidance_scale <= 1000:  # also refuses NaN
-            raise InputError(f"--guidance {guidance_scale} is out of range; use a finite value in -1000..1000 "
-                             "(FLUX.1-dev uses 3.5)")
+        self.guidance_scale = check_guidance(guidance_scale)
         if use_cuda_graph and backend != "tensorrt":
             raise InputError(f"CUDA graphs need --backend tensorrt, not {backend}")
         if device.lower() != "cpu" and backend not in device_backends():
@@ -82,10 +73,11 @@ class Sampler:
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, verify=verify)
         self.backend = backend
         self.threads = threads
-        self.rt = runtime_for(self.bundle, guidance_scale=guidance_scale)
+        self.rt = runtime_for(self.bundle, guidance_scale=self.guidance_scale)
+        self._runtimes = {self.guidance_scale: self.rt}
         self._engines: dict[str, Engine] = {}
         self._tokenizers: dict[str, Any] | None = None
-        self._forecasters: dict[tuple[str, int, int | None], Any] = {}
+        self._forecasters: dict[RunSettings, Forecaster | None] = {}
 
     def engine(self, graph: str) -> Engine:
         """The engine for ``graph`` (created on first use; a device engine when sampling on a GPU)."""
@@ -124,47 +116,63 @@ class Sampler:
         return check_conditioning(cond, self.bundle.spec("transformer"), self.rt.cond_names, source)
 
     # sampling -------------------------------------------------------------------------------
-    def forecaster(self, method: str, steps: int, full_steps: int | None) -> Any:
-        key = (method, steps, full_steps)
+    def forecaster(self, settings: RunSettings) -> Forecaster | None:
+        """The forecaster of ``settings.method`` for its step counts (made once, then reused)."""
+        key = replace(settings, seed=0)  # the seed does not change the forecaster
         if key not in self._forecasters:
             make: EngineFactory | None = self._aux_engine if self.on_device else None
-            self._forecasters[key] = make_forecaster(self.bundle, method, steps, full_steps, self.threads, make)
+            self._forecasters[key] = make_forecaster(self.bundle, settings, self.threads, make)
         return self._forecasters[key]
 
     def sample(self, cond: dict[str, np.ndarray], seed: int, steps: int, method: str = "full",
                full_steps: int | None = None, initial: np.ndarray | None = None,
                capture: Capture | None = None, decode: bool = True, progress: Any = None,
-               forecaster: Any = None, shadow: bool = False) -> SampleResult:
-        """Denoise one batch (all rows of ``cond``) from ``seed`` or the given ``initial`` latents.
+               forecaster: Forecaster | None = None, shadow: bool = False) -> SampleResult:
+        """:meth:`run` with ``RunSettings(steps, seed, method, full_steps)`` and this sampler's guidance."""
+        settings = RunSettings(steps=steps, seed=seed, method=method, full_steps=full_steps,
+                               guidance=self.guidance_scale)
+        return self.run(cond, settings, initial=initial, capture=capture, decode=decode, progress=progress,
+                        forecaster=forecaster, shadow=shadow)
 
-        ``forecaster`` overrides ``method`` (calibration passes in-memory predictors; on a GPU its
-        engines must be device engines). Noise is drawn on the host, so a seed gives the same
-        starting latents on every device; only the final latents come back from a GPU.
+    def run(self, cond: dict[str, np.ndarray], settings: RunSettings, initial: np.ndarray | None = None,
+            capture: Capture | None = None, decode: bool = True, progress: Any = None,
+            forecaster: Forecaster | None = None, shadow: bool = False) -> SampleResult:
+        """Denoise one batch (all rows of ``cond``) from ``settings.seed`` or the given ``initial`` latents.
+
+        ``forecaster`` overrides ``settings.method`` (calibration passes in-memory predictors; on a
+        GPU its engines must be device engines). Noise is drawn on the host, so a seed gives the
+        same starting latents on every device; only the final latents come back from a GPU.
         """
-        check_run_args(steps, seed, full_steps)
+        rt = self._runtime(settings.guidance)
         batch = next(iter(cond.values())).shape[0]
         if initial is None:
-            initial = self.rt.noise(seed, batch)
+            initial = rt.noise(settings.seed, batch)
         else:
-            want = self.rt.latent_shape(batch)
+            want = rt.latent_shape(batch)
             if tuple(initial.shape) != want or initial.dtype != np.float32 or not np.isfinite(initial).all():
                 raise InputError(
                     f"initial latents have shape {list(initial.shape)} dtype {initial.dtype}; expected finite "
                     f"float32 {list(want)} (packed as the transformer takes it)"
                 )
         if forecaster is None:
-            forecaster = self.forecaster(method, steps, full_steps)
+            forecaster = self.forecaster(settings)
         scheduler = make_scheduler(self.bundle.scheduler_config())
-        static = self.rt.static_inputs(cond)
+        static = rt.static_inputs(cond)
         t0 = time.perf_counter()
         with self.xp.cuda.Device(self.device_id) if self.on_device else nullcontext():
-            loop = denoise(self.rt, scheduler, self.engine("transformer"), initial.copy(), static, steps,
+            loop = denoise(rt, scheduler, self.engine("transformer"), initial.copy(), static, settings.steps,
                            forecaster, capture=capture, progress=progress, shadow=shadow, xp=self.xp)
         seconds = time.perf_counter() - t0
         res = SampleResult(initial, loop.latents, loop, seconds)
         if decode:
             res.images = self.decode(loop.latents)
         return res
+
+    def _runtime(self, guidance: float) -> FamilyRuntime:
+        """The family runtime that feeds ``guidance`` (one per value, made on first use)."""
+        if guidance not in self._runtimes:
+            self._runtimes[guidance] = runtime_for(self.bundle, guidance_scale=guidance)
+        return self._runtimes[guidance]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Packed latents -> ``(B, H, W, 3)`` uint8 images (VAE decoder, or the latent itself)."""

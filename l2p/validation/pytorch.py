@@ -22,10 +22,11 @@ import torch
 from ..bundle import open_bundle
 from ..errors import InputError
 from ..export.exporter import _load
-from ..export.registry import adapter_class
+from ..families import family_of_model
 from ..metrics import psnr_db, rel_error
 from ..models import read_json, resolve_model
 from ..precision import FORWARD_RTOL, Precision
+from ..sampling.families.flux import FluxLatent
 from ..sampling.pipeline import Sampler
 
 #: minimum final-latent PSNR (dB) of a sampling run per precision
@@ -118,7 +119,7 @@ def _reference_run(transformer: torch.nn.Module, bundle: Any, cond: dict[str, np
     pipe = FluxPipeline(scheduler=sched, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
                         tokenizer_2=None, transformer=transformer)
     pipe.set_progress_bar_config(disable=True)
-    info = bundle.manifest["latent"]
+    lat = FluxLatent.from_dict(bundle.manifest["latent"])
     per_step: list[np.ndarray] = []
 
     def grab(_pipe: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +130,7 @@ def _reference_run(transformer: torch.nn.Module, bundle: Any, cond: dict[str, np
         pipe(prompt_embeds=torch.from_numpy(cond["encoder_hidden_states"]),
              pooled_prompt_embeds=torch.from_numpy(cond["pooled_projections"]),
              latents=torch.from_numpy(initial), num_inference_steps=steps, guidance_scale=guidance,
-             height=int(info["latent_height"]) * 8, width=int(info["latent_width"]) * 8,
+             height=lat.height * 8, width=lat.width * 8,
              output_type="latent", callback_on_step_end=grab)
     return per_step
 
@@ -145,8 +146,7 @@ def validate(bundle_path: str, model: str, conditioning: str | None = None, step
     prec = Precision.parse(bundle.manifest["precision"])
     sampler = Sampler(bundle, guidance_scale=guidance)
     transformer = _load(cls_name, src / "transformer", torch.float32)
-    info = bundle.manifest["latent"]
-    adapter = adapter_class(cls_name)(transformer, (int(info["latent_height"]), int(info["latent_width"])))
+    adapter = family_of_model(cls_name).adapter_class()(transformer, (sampler.rt.h, sampler.rt.w))
     checks = _graph_checks(sampler, src, adapter, prec)
     if bundle.family != "flux":  # the pipeline comparison below is FLUX's; the others are in tests/export
         return {"bundle": str(bundle.root), "bundle_hash": bundle.hash, "precision": prec.value,

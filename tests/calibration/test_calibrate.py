@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,13 +19,18 @@ from l2p.sampling.pipeline import Sampler
 @pytest.fixture(scope="module")
 def predictor(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> Path:
     cfg = CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2)
-    Calibrator(flux_bundle, flux_cond, cfg, log=lambda s: None).run()
+    Calibrator(Sampler(flux_bundle), flux_cond, cfg, log=lambda s: None).run()
     return flux_bundle / "predictors" / "t12"
 
 
 def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     pred = load_predictor(predictor)
     assert pred.num_steps == 12 and len(pred.schedule) == 4 and pred.schedule[0] == 0
+    # the scheduler hash is that of the bundle's scheduler config as JSON data (key order and spacing aside)
+    config = json.loads((flux_bundle / "scheduler" / "scheduler_config.json").read_text())
+    reordered = json.dumps(dict(reversed(list(config.items()))), indent=3).encode()
+    assert pred.scheduler_hash == hashlib.sha256(json.dumps(json.loads(reordered), sort_keys=True,
+                                                            separators=(",", ":")).encode()).hexdigest()
     chosen = pred.fit_stats["chosen"]
     assert pred.tap == "output" and pred.K == chosen["K"] in (3, 4, 5) and pred.uses_latents == chosen["latents"]
     # every fit variant was scored (K 3: exact 0, 1; K 4 and 5: exact 0, 1, 2; each with and without latents)
@@ -61,7 +67,7 @@ def test_l2p_sampling_uses_the_baked_graph(predictor: Path, flux_bundle: Path, f
 def test_rerun_is_a_noop(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
     msgs: list[str] = []
     before = (predictor / "predictor.json").read_bytes()
-    Calibrator(flux_bundle, flux_cond, CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2),
+    Calibrator(Sampler(flux_bundle), flux_cond, CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2),
                log=msgs.append).run()
     assert any("up to date" in m for m in msgs)
     assert (predictor / "predictor.json").read_bytes() == before

@@ -13,7 +13,7 @@ import l2p.atomic
 from l2p.atomic import save_npz, sha256_file
 from l2p.engine import open_engine
 from l2p.errors import ArtifactError, MismatchError
-from l2p.predictor.artifact import load_predictor, save_predictor
+from l2p.predictor.artifact import Expect, load_predictor, save_predictor
 from l2p.predictor.presets import preset
 from l2p.predictor.schedule import interval_schedule
 from l2p.predictor.table import CoefficientTable
@@ -21,13 +21,14 @@ from l2p.spec import TensorSpec
 
 N, C = 12, 4
 BUNDLE = "b" * 64
+SCHEDULER = "s" * 64
 FEATURE = TensorSpec("output", "float32", ("batch", "seq", C))
 
 
 def make(root: Path, table: CoefficientTable | None = None, **over) -> Path:
     table = table or preset("taylorseer2", interval_schedule(N, 5, 1), N)
     args = dict(table=table, feature_spec=FEATURE, name="ts2", method="taylorseer2", tap="output",
-                bundle_hash=BUNDLE, fit_stats={"residual": [0.1, 0.2], "ridge": 1e-3},
+                bundle_hash=BUNDLE, scheduler_hash=SCHEDULER, fit_stats={"residual": [0.1, 0.2], "ridge": 1e-3},
                 created_by={"command": "l2p calibrate"})
     args.update(over)
     save_predictor(root, **args)
@@ -51,9 +52,9 @@ def test_round_trip_and_engine(tmp_path: Path) -> None:
     table = CoefficientTable(W, U, V, sched, 2, True)
     root = make(tmp_path / "p", table, method="l2p", name="l2p-k2",
                 latent_spec=TensorSpec("latent", "float32", ("batch", "seq", C)))
-    p = load_predictor(root, expect_bundle_hash=BUNDLE, expect_steps=N, expect_tap="output")
+    p = load_predictor(root, Expect(bundle_hash=BUNDLE, steps=N, tap="output", scheduler_hash=SCHEDULER))
     assert (p.name, p.method, p.tap, p.K, p.num_steps, p.schedule) == ("l2p-k2", "l2p", "output", 2, N, sched)
-    assert p.uses_latents and p.bundle_hash == BUNDLE and p.scheduler_hash == BUNDLE
+    assert p.uses_latents and p.bundle_hash == BUNDLE and p.scheduler_hash == SCHEDULER
     assert p.fit_stats == {"residual": [0.1, 0.2], "ridge": 1e-3}
     for key in "WUV":
         got = getattr(p.table, key)
@@ -186,19 +187,44 @@ def test_pickled_npz_is_refused(tmp_path: Path) -> None:
 def test_mismatch_messages(tmp_path: Path) -> None:
     root = make(tmp_path / "p")
     with pytest.raises(MismatchError) as e:
-        load_predictor(root, expect_bundle_hash="c" * 64)
+        load_predictor(root, Expect(bundle_hash="c" * 64))
     msg = str(e.value)
     assert "calibrated for bundle bbbbbbbbbbbb" in msg and "cccccccccccc" in msg and "--method taylorseer2" in msg
     with pytest.raises(MismatchError) as e:
-        load_predictor(root, expect_steps=50)
+        load_predictor(root, Expect(steps=50))
     msg = str(e.value)
     assert f"{N} steps" in msg and "50 steps were asked" in msg and "--steps 50 --full-steps 5" in msg
     with pytest.raises(MismatchError) as e:
-        load_predictor(root, expect_tap="block7")
+        load_predictor(root, Expect(tap="block7"))
     assert "tap 'output'" in str(e.value) and "'block7'" in str(e.value) and "--method taylorseer2" in str(e.value)
     with pytest.raises(MismatchError, match="scheduler config"):
-        load_predictor(root, expect_scheduler_hash="d" * 64)
+        load_predictor(root, Expect(scheduler_hash="d" * 64))
     assert isinstance(e.value, ArtifactError)  # MismatchError is an ArtifactError
+
+
+def test_budget_and_feature_mismatches(tmp_path: Path) -> None:
+    root = make(tmp_path / "p")  # 12 steps, 5 computed, tap "output" of shape (batch, seq, 4)
+    with pytest.raises(MismatchError) as e:
+        load_predictor(root, Expect(steps=N, full_steps=6))
+    assert "6 full steps were asked" in str(e.value) and "drop --full-steps" in str(e.value)
+    wider = TensorSpec("output", "float32", ("batch", "seq", C + 1))
+    with pytest.raises(MismatchError) as e:
+        load_predictor(root, Expect(features=(wider,)))
+    assert f"forecasts tap 'output' as float32['batch', 'seq', {C}]" in str(e.value) and "float32['batch', 'seq', 5]" in str(e.value)
+    with pytest.raises(MismatchError, match="has none"):
+        load_predictor(root, Expect(features=(TensorSpec("residual", "float32", ("batch", "seq", C)),)))
+    ok = load_predictor(root, Expect(bundle_hash=BUNDLE, scheduler_hash=SCHEDULER, steps=N, full_steps=5,
+                                     tap="output", features=(FEATURE,)))
+    assert ok.schedule == interval_schedule(N, 5, 1)
+
+
+def test_scheduler_hash_of_older_predictors(tmp_path: Path) -> None:
+    """Predictors written before the scheduler config had its own hash hold the bundle hash there,
+    which pins the scheduler config too: they stay usable with their bundle."""
+    root = make(tmp_path / "p", scheduler_hash=BUNDLE)
+    assert load_predictor(root, Expect(bundle_hash=BUNDLE, scheduler_hash="d" * 64)).scheduler_hash == BUNDLE
+    with pytest.raises(MismatchError, match="bbbbbbbbbbbb"):
+        load_predictor(root, Expect(bundle_hash="c" * 64, scheduler_hash="d" * 64))
 
 
 def test_save_rejects_bad_settings(tmp_path: Path) -> None:

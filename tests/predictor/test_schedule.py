@@ -68,10 +68,10 @@ def test_power_exponent_one_is_interval_and_density() -> None:
     "args, words",
     [
         ((0, 1, 0), ["number of steps 0", ">= 1"]),
-        ((10, 0, 0), ["full steps 0", "[1, 10]"]),
-        ((10, 11, 1), ["full steps 11", "[1, 10]"]),
-        ((10, 3, 4), ["warmup 4", "[0, 3]"]),
-        ((10, 3, -1), ["warmup -1", "[0, 3]"]),
+        ((10, 0, 0), ["full steps 0", "1..10"]),
+        ((10, 11, 1), ["full steps 11", "1..10"]),
+        ((10, 3, 4), ["warmup 4", "0..3"]),
+        ((10, 3, -1), ["warmup -1", "0..3"]),
         ((10, 3.0, 1), ["full steps 3.0"]),
     ],
 )

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from l2p.staging import STAGE_INFIX
 
-from .catalog import cli
+from .helpers import cli
 
 _OPENED: list[str] | None = None
+#: the last answer of :func:`refused` / :func:`succeeds` in this test (the ``recorded`` fixture reports it)
+LAST: dict[str, str] = {}
 
 
 def _audit(event: str, args: tuple) -> None:
@@ -38,6 +42,7 @@ def refused(argv: list[str], *expect: str) -> str:
     assert "Traceback" not in err
     for e in expect:
         assert e in lines[0], f"expected {e!r} in: {lines[0]}"
+    LAST.update(message=lines[0].removeprefix("error: "), outcome="refused")
     return lines[0]
 
 
@@ -45,7 +50,17 @@ def succeeds(argv: list[str]) -> str:
     """Run the CLI in this process: exit status 0, nothing on stderr; returns stdout."""
     rc, out, err = cli(argv)
     assert rc == 0 and not err.strip(), f"exit status {rc}, stderr: {err!r}"
+    LAST.update(message=(out.strip().splitlines() or ["exit status 0"])[-1], outcome="ok")
     return out
+
+
+@pytest.fixture(autouse=True)
+def recorded(answer: Callable[..., None]) -> Iterator[None]:
+    """Report the test's last l2p answer (``tools/robustness.py`` prints it); modules import this fixture."""
+    LAST.clear()
+    yield
+    if LAST:
+        answer(LAST["message"], outcome=LAST["outcome"])
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

@@ -13,10 +13,10 @@ import pytest
 
 from l2p.atomic import save_npz
 from l2p.bundle import open_bundle
-from l2p.predictor.artifact import load_predictor
+from l2p.predictor.artifact import Expect, load_predictor
 
-from .catalog import make_predictor
-from .guard import confined, refused, succeeds, tree
+from .helpers import make_predictor
+from .guard import confined, recorded, refused, succeeds, tree  # noqa: F401  (recorded: autouse)
 
 
 @pytest.fixture()
@@ -70,13 +70,13 @@ def test_export_refuses_out_that_cannot_be_a_folder(where: str, tmp_path: Path, 
 
 @pytest.mark.parametrize("args,expect", [
     (["--latent-size", "7", "8"], "even"),
-    (["--latent-size", "0", "8"], "0 is not allowed"),
+    (["--latent-size", "0", "8"], "0 is not a positive integer"),
     (["--latent-size", "4096", "4096"], "out of range"),
     (["--latent-size", "8", "8", "--precision", "fp8"], "invalid choice"),
     (["--latent-size", "8", "8", "--max-sequence-length", "64"], "T5 text encoder"),  # a transformer-only folder
-    (["--latent-size", "8", "8", "--max-sequence-length", "-1"], "-1 is not allowed"),
-    (["--latent-size", "8", "8", "--max-sequence-length", "0"], "0 is not allowed"),
-    (["--height", "0", "--width", "0"], "0 is not allowed"),
+    (["--latent-size", "8", "8", "--max-sequence-length", "-1"], "-1 is not a positive integer"),
+    (["--latent-size", "8", "8", "--max-sequence-length", "0"], "0 is not a positive integer"),
+    (["--height", "0", "--width", "0"], "0 is not a positive integer"),
     (["--height", "64"], "both --height and --width"),
 ])
 def test_bad_export_arguments_leave_the_bundle_alone(args: list[str], expect: str, bundle: Path,
@@ -124,7 +124,7 @@ def test_reexport_keeps_predictors_of_an_identical_denoiser(bundle: Path, flux_f
     assert "kept 1 predictor(s) (p)" in out
     new = open_bundle(bundle)
     assert new.hash != old_hash and new.manifest["export_config"]["settings"]["check"] is False
-    pred = load_predictor(bundle / "predictors" / "p", expect_bundle_hash=new.hash)
+    pred = load_predictor(bundle / "predictors" / "p", Expect(bundle_hash=new.hash))
     assert pred.fit_stats["rekeyed"][0]["from"] == old_hash
     assert (bundle / "predictors" / "p" / "coefficients.npz").read_bytes() == old_coef
     succeeds(_sample(bundle, cond_file, tmp_path / "o", "--steps", "8", "--method", "l2p:p"))

@@ -27,8 +27,8 @@ from l2p.bundle import MANIFEST
 from l2p.errors import ArtifactError, InputError
 from l2p.locking import folder_lock_path
 
-from .catalog import REPO, make_predictor, reseal
-from .guard import confined, refused, succeeds, tree
+from .helpers import REPO, make_predictor, reseal
+from .guard import LAST, confined, recorded, refused, succeeds, tree  # noqa: F401  (recorded: autouse)
 
 TINY_T5 = REPO / "l2p" / "assets" / "tiny-flux" / "tokenizer_2" / "tokenizer.json"
 
@@ -70,6 +70,7 @@ def _one_line(proc: subprocess.CompletedProcess[bytes], *expect: str) -> str:
     assert proc.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), (proc.returncode, err)
     for e in expect:
         assert e in err, f"expected {e!r} in: {err}"
+    LAST.update(message=err.strip().removeprefix("error: "), outcome="refused")
     return err.strip()
 
 
@@ -264,16 +265,7 @@ def test_onnx_runtime_failure_is_one_line(bundle: Path, cond_file: Path, tmp_pat
     from l2p.atomic import sha256_file, write_json
     from l2p.predictor.artifact import MANIFEST as PRED
 
-    p, q = make_predictor(bundle, "p", 8, 3), bundle / "predictors" / "q"
-    from l2p.bundle import open_bundle
-    from l2p.predictor.artifact import save_predictor
-    from l2p.predictor.presets import preset
-    from l2p.predictor.schedule import interval_schedule
-    from l2p.sampling.methods import feature_spec
-
-    b = open_bundle(bundle)
-    save_predictor(q, table=preset("fora", interval_schedule(8, 3, 1), 8), feature_spec=feature_spec(b, "output"),
-                   name="q", method="l2p", tap="output", bundle_hash=b.hash)
+    p, q = make_predictor(bundle, "p", 8, 3), make_predictor(bundle, "q", 8, 3, method="fora")  # K = 3 and 1
     shutil.copy(q / "predictor.onnx", p / "predictor.onnx")
     m = json.loads((p / PRED).read_text())
     m["files"]["predictor.onnx"] = {"sha256": sha256_file(p / "predictor.onnx"),

@@ -29,6 +29,7 @@ from l2p.sampling.families.base import FamilyRuntime
 from l2p.sampling.history import forecast_index_inputs
 from l2p.sampling.loop import Forecaster, LoopResult, StepView, denoise
 from l2p.sampling.schedulers.flow_match import FlowMatchEulerDiscreteScheduler
+from l2p.sampling.settings import RunSettings
 from l2p.spec import IOSpec, TensorSpec
 
 from .fake_device import DevArray, FakeDeviceEngine, FakeXP
@@ -43,7 +44,7 @@ class ToyRuntime(FamilyRuntime):
     cond_names = ["cond"]
 
     def __init__(self) -> None:
-        self.info = {}
+        pass
 
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, S, C)
@@ -323,7 +324,7 @@ def test_gpu_nan_flag_on_device(flux_bundle: Path, flux_cond: dict[str, np.ndarr
     from l2p.sampling.pipeline import Sampler
 
     s = Sampler(flux_bundle, backend="onnxruntime-cuda", device="cuda")
-    fc = s.forecaster("taylorseer2", 8, 4)
+    fc = s.forecaster(RunSettings(steps=8, method="taylorseer2", full_steps=4))
     bad = next(i for i in range(8) if not fc.is_computed(i) and i > 1)
     s._forecasters[("taylorseer2", 8, 4)] = Forecaster(fc.table, _NanOnStep(fc.engine, bad), fc.tap, fc.head)
     with pytest.raises(NumericalError, match=f"^step {bad}: the taylorseer2 predictor engine"):

@@ -1,29 +1,19 @@
-"""Runtime families by bundle ``family`` name."""
+"""Runtime families, looked up by the bundle's ``family`` name in :data:`l2p.families.FAMILIES`."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ...bundle import Bundle
-from ...errors import UnsupportedModelError
+from ...families import family
 from .base import FamilyRuntime
-
-RUNTIMES: dict[str, tuple[str, str]] = {
-    "flux": ("l2p.sampling.families.flux", "FluxRuntime"),
-    "sd3": ("l2p.sampling.families.sd3", "SD3Runtime"),
-    "dit": ("l2p.sampling.families.dit", "DiTRuntime"),
-    "pixart": ("l2p.sampling.families.pixart", "PixArtRuntime"),
-    "qwenimage": ("l2p.sampling.families.qwenimage", "QwenImageRuntime"),
-}
 
 
 def runtime_for(bundle: Bundle, **options: Any) -> FamilyRuntime:
-    """The runtime family for an opened bundle."""
-    fam = bundle.family
-    if fam not in RUNTIMES:
-        raise UnsupportedModelError(f"bundle family '{fam}' has no runtime; supported: {sorted(RUNTIMES)}")
-    module, name = RUNTIMES[fam]
-    cls = getattr(importlib.import_module(module), name)
-    rt: FamilyRuntime = cls(bundle, **options)
-    return rt
+    """The runtime family for an opened bundle (``options``: family settings such as ``guidance_scale``).
+
+    Raises:
+        UnsupportedModelError: the bundle's family is not one l2p has.
+        ArtifactError: the manifest's latent record does not fit the family (re-export the bundle).
+    """
+    return family(bundle.family).runtime_class()(bundle, **options)

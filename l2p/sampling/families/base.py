@@ -5,12 +5,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ...bundle import Bundle
-from ...errors import InputError
+from ...errors import ArtifactError, InputError
+from ...latent import LatentSpec
+
+L = TypeVar("L", bound=LatentSpec)
+
+
+def read_latent(bundle: Bundle, latent_type: type[L]) -> L:
+    """The bundle's ``manifest["latent"]`` as ``latent_type``.
+
+    Raises:
+        ArtifactError: the record is missing, of another format version, or does not fit the family.
+    """
+    try:
+        return latent_type.from_dict(bundle.manifest.get("latent"))
+    except InputError as e:
+        raise ArtifactError(f"bundle {bundle.root}: its latent record does not fit the {bundle.family} runtime "
+                            f"({e}); re-export the bundle with this version of l2p") from None
 
 
 def needs_conditioning(family: str, names: list[str]) -> InputError:
@@ -20,14 +36,26 @@ def needs_conditioning(family: str, names: list[str]) -> InputError:
 
 
 class FamilyRuntime(ABC):
-    """Feeds one family's transformer graph from latents, a timestep and conditioning."""
+    """Feeds one family's transformer graph from latents, a timestep and conditioning.
+
+    Reads the bundle's latent record as its :attr:`latent_type`; ``h``, ``w`` and ``channels``
+    are the VAE latent grid.
+    """
 
     #: conditioning arrays (graph input names) a condition row consists of
     cond_names: list[str] = []
+    #: the family's latent record (``manifest["latent"]``), written by its export adapter
+    latent_type: ClassVar[type[LatentSpec]] = LatentSpec
+    #: the ``prediction`` values this runtime turns into what the scheduler consumes
+    predictions: ClassVar[tuple[str, ...]] = ("flow",)
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.info: dict[str, Any] = bundle.manifest["latent"]
+        self.latent = read_latent(bundle, self.latent_type)
+        if self.latent.prediction not in self.predictions:
+            raise ArtifactError(f"bundle {bundle.root}: prediction '{self.latent.prediction}' is not one the "
+                                f"{bundle.family} runtime handles ({list(self.predictions)}); re-export the bundle")
+        self.h, self.w, self.channels = self.latent.height, self.latent.width, self.latent.channels
 
     @abstractmethod
     def latent_shape(self, batch: int) -> tuple[int, ...]:

@@ -2,29 +2,40 @@
 
 Feeds the graph as ``DiTPipeline`` feeds the transformer with ``guidance_scale = 1`` (no
 classifier-free guidance: a conditional-only run). The condition is ``class_labels`` ``(B,)``:
-ImageNet class ids (``null_class`` is the unconditional id); float arrays from ``COND.npz`` are
+ImageNet class ids (``num_classes`` is the unconditional id); float arrays from ``COND.npz`` are
 accepted and rounded, since conditioning files hold float arrays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...bundle import Bundle
 from ...errors import InputError
+from ...latent import LatentSpec
 from .base import needs_conditioning
 from .spatial import EpsilonSpatialRuntime
 
 
+@dataclass(frozen=True, kw_only=True)
+class DiTLatent(LatentSpec):
+    """DiT's latent record: the number of classes (the class id ``num_classes`` is unconditional)."""
+
+    num_classes: int
+
+
 class DiTRuntime(EpsilonSpatialRuntime):
     cond_names = ["class_labels"]
+    latent_type = DiTLatent
+    latent: DiTLatent
 
     def __init__(self, bundle: Bundle, **_options: Any) -> None:
         super().__init__(bundle)
-        self.num_classes = int(self.info["num_classes"])
+        self.num_classes = self.latent.num_classes
 
     def static_inputs(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         labels = np.asarray(cond["class_labels"])

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...bundle import Bundle
 from ...errors import InputError
+from ...latent import LatentSpec
 from ..rope import flux_image_ids, flux_rope, flux_text_ids
 from ..schedulers import calculate_shift
 from .spatial import Packed2x2Runtime
 
 
+@dataclass(frozen=True, kw_only=True)
+class FluxLatent(LatentSpec):
+    """FLUX's latent record: the RoPE axes and base, and whether the model embeds the guidance scale."""
+
+    rope_axes_dim: tuple[int, ...]
+    rope_theta: float
+    guidance_embeds: bool
+
+
 class FluxRuntime(Packed2x2Runtime):
     cond_names = ["encoder_hidden_states", "pooled_projections"]
+    latent_type = FluxLatent
+    latent: FluxLatent
 
     def __init__(self, bundle: Bundle, guidance_scale: float = 3.5) -> None:
         super().__init__(bundle)
@@ -34,10 +47,10 @@ class FluxRuntime(Packed2x2Runtime):
     def static_inputs(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         b, t = cond["encoder_hidden_states"].shape[:2]
         ids = np.concatenate([flux_text_ids(t), flux_image_ids(self.h // 2, self.w // 2)])  # (T+S, 3)
-        cos, sin = flux_rope(ids, self.info["rope_axes_dim"], float(self.info["rope_theta"]))
+        cos, sin = flux_rope(ids, self.latent.rope_axes_dim, self.latent.rope_theta)
         feed = {k: cond[k] for k in self.cond_names}
         feed["rope_cos"], feed["rope_sin"] = cos, sin
-        if self.info.get("guidance_embeds"):
+        if self.latent.guidance_embeds:
             feed["guidance"] = np.full((b,), self.guidance_scale, dtype=np.float32)
         return feed
 

@@ -8,22 +8,33 @@ Feeds the graph as ``PixArtAlphaPipeline`` feeds the transformer with ``guidance
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...bundle import Bundle
+from ...latent import LatentSpec
 from .base import needs_conditioning
 from .spatial import EpsilonSpatialRuntime
 
 
+@dataclass(frozen=True, kw_only=True)
+class PixArtLatent(LatentSpec):
+    """PixArt's latent record: whether the model takes resolution / aspect-ratio micro-conditions."""
+
+    additional_conditions: bool
+
+
 class PixArtRuntime(EpsilonSpatialRuntime):
     cond_names = ["encoder_hidden_states", "encoder_attention_mask"]
+    latent_type = PixArtLatent
+    latent: PixArtLatent
 
     def __init__(self, bundle: Bundle, **_options: Any) -> None:
         super().__init__(bundle)
-        self.micro = bool(self.info.get("additional_conditions"))
-        self.vae_scale = int(self.info.get("vae_scale_factor", 8))  # the pipeline's default without a VAE
+        self.micro = self.latent.additional_conditions
+        self.vae_scale = self.latent.vae_scale_factor or 8  # the pipeline's default without a VAE
 
     def static_inputs(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {k: np.ascontiguousarray(cond[k], dtype=np.float32) for k in self.cond_names}

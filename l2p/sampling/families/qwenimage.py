@@ -10,11 +10,13 @@ The VAE latent is ``(B, C, H, W)``; Qwen's video VAE adds a frame axis.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...bundle import Bundle
+from ...latent import LatentSpec
 from ..schedulers import set_timesteps_like_pipeline
 from .base import needs_conditioning
 from .spatial import Packed2x2Runtime
@@ -53,8 +55,19 @@ def qwen_rope(height: int, width: int, txt_len: int, axes_dim: Sequence[int], th
     return cos, sin
 
 
+@dataclass(frozen=True, kw_only=True)
+class QwenImageLatent(LatentSpec):
+    """Qwen-Image's latent record: the RoPE axes and base, and whether RoPE centres the image positions."""
+
+    rope_axes_dim: tuple[int, ...]
+    rope_theta: float
+    scale_rope: bool
+
+
 class QwenImageRuntime(Packed2x2Runtime):
     cond_names = ["encoder_hidden_states", "encoder_hidden_states_mask"]
+    latent_type = QwenImageLatent
+    latent: QwenImageLatent
 
     def __init__(self, bundle: Bundle, **_options: Any) -> None:
         super().__init__(bundle)
@@ -66,8 +79,9 @@ class QwenImageRuntime(Packed2x2Runtime):
     def static_inputs(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {k: np.ascontiguousarray(cond[k], dtype=np.float32) for k in self.cond_names}
         txt_len = feed["encoder_hidden_states"].shape[1]
-        feed["rope_cos"], feed["rope_sin"] = qwen_rope(self.h // 2, self.w // 2, txt_len, self.info["rope_axes_dim"],
-                                                       float(self.info["rope_theta"]), bool(self.info["scale_rope"]))
+        lat = self.latent
+        feed["rope_cos"], feed["rope_sin"] = qwen_rope(self.h // 2, self.w // 2, txt_len, lat.rope_axes_dim,
+                                                       lat.rope_theta, lat.scale_rope)
         return feed
 
     def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],

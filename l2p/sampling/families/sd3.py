@@ -7,24 +7,32 @@ classifier-free guidance; a conditional-only run).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...bundle import Bundle
+from ...latent import LatentSpec
 from ..schedulers import set_timesteps_like_pipeline
 from .base import FamilyRuntime, needs_conditioning
 
 
+@dataclass(frozen=True, kw_only=True)
+class SD3Latent(LatentSpec):
+    """SD3's latent record: the transformer's patch size (for the token count of dynamic shifting)."""
+
+    patch_size: int
+
+
 class SD3Runtime(FamilyRuntime):
     cond_names = ["encoder_hidden_states", "pooled_projections"]
+    latent_type = SD3Latent
+    latent: SD3Latent
 
     def __init__(self, bundle: Bundle, **_options: Any) -> None:
         super().__init__(bundle)
-        self.h = int(self.info["latent_height"])
-        self.w = int(self.info["latent_width"])
-        self.channels = int(self.info["latent_channels"])
-        self.patch = int(self.info["patch_size"])
+        self.patch = self.latent.patch_size
 
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, self.channels, self.h, self.w)

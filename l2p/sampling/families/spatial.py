@@ -12,26 +12,18 @@ from ..packing import pack_2x2, unpack_2x2
 from .base import FamilyRuntime
 
 
-class _LatentGrid(FamilyRuntime):
-    """Reads the latent grid from the manifest: ``h``, ``w`` (VAE latent size) and ``channels``."""
-
-    def __init__(self, bundle: Bundle) -> None:
-        super().__init__(bundle)
-        self.h = int(self.info["latent_height"])
-        self.w = int(self.info["latent_width"])
-        self.channels = int(self.info["latent_channels"])
-
-
-class EpsilonSpatialRuntime(_LatentGrid):
+class EpsilonSpatialRuntime(FamilyRuntime):
     """Spatial latents ``(B, C, H, W)``, the scheduler's integer timestep, epsilon (+ learned sigma).
 
     What ``DiTPipeline`` and ``PixArtAlphaPipeline`` do alike: plain ``set_timesteps(n)``, the
     timestep ``t[None].expand(B)``, and with learned sigma only the first ``C`` output channels.
     """
 
+    predictions = ("epsilon", "epsilon+learned_sigma")
+
     def __init__(self, bundle: Bundle) -> None:
         super().__init__(bundle)
-        self.learned_sigma = self.info["prediction"] == "epsilon+learned_sigma"
+        self.learned_sigma = self.latent.prediction == "epsilon+learned_sigma"
 
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, self.channels, self.h, self.w)
@@ -51,7 +43,7 @@ class EpsilonSpatialRuntime(_LatentGrid):
         return latents
 
 
-class Packed2x2Runtime(_LatentGrid):
+class Packed2x2Runtime(FamilyRuntime):
     """Latents packed in 2x2 patches, ``(B, h/2 * w/2, 4C)``, as ``FluxPipeline`` and ``QwenImagePipeline``."""
 
     @property

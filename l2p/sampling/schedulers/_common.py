@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from ...errors import InputError
+from ...predictor.schedule import check_count
 
 C = TypeVar("C")
 S = TypeVar("S", bound="FromConfigMixin")
@@ -109,18 +110,8 @@ def check_choice(scheduler: str, key: str, value: Any, allowed: tuple[Any, ...])
 
 def check_num_steps(scheduler: str, num_inference_steps: Any, maximum: int | None) -> int:
     """Validate ``num_inference_steps`` (an int >= 1, and <= ``maximum`` when given)."""
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
-        raise InputError(
-            f"{scheduler}.set_timesteps: num_inference_steps must be an int, "
-            f"got {num_inference_steps!r} ({type(num_inference_steps).__name__})"
-        )
-    n = int(num_inference_steps)
-    if n < 1 or (maximum is not None and n > maximum):
-        allowed = f"1..{maximum} (num_train_timesteps)" if maximum is not None else ">= 1"
-        raise InputError(
-            f"{scheduler}.set_timesteps: num_inference_steps = {n} is out of range; allowed: {allowed}"
-        )
-    return n
+    return check_count(num_inference_steps, f"{scheduler}.set_timesteps: num_inference_steps =", 1, maximum,
+                       " (num_train_timesteps)" if maximum is not None else "")
 
 
 def make_betas(

@@ -1,10 +1,9 @@
-"""The robustness battery: what a case is, the context it runs in, and helpers to tamper.
+"""Helpers of the robustness tests: the context a test runs in, running l2p, and tampering.
 
-A case does one bad thing (bad input, a tampered artifact, an interrupted run, a poisoned engine)
-and returns the one-line message l2p answered with; it raises AssertionError when l2p behaved
-wrongly (a traceback, exit status 0, a partial file used, a black image written...).
-``test_robustness.py`` runs the cases under pytest; ``tools/robustness.py`` runs all of them and
-prints a table.
+A robustness test does one bad thing (bad input, a tampered artifact, an interrupted run, a
+poisoned engine), fails when l2p behaves wrongly (a traceback, exit status 0, a partial file
+used, a black image written...) and records l2p's one-line answer with the ``answer`` fixture
+(``tools/robustness.py`` prints it in its table).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,13 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Ctx:
-    """What a case gets. ``bundle`` is shared by all cases: copy it before changing anything."""
+    """What a test gets (the ``ctx`` fixture). ``bundle`` is shared by all tests: copy it before changing anything."""
 
     bundle: Path  # a finished tiny FLUX bundle (8x8 latents, guidance embeddings)
     folder: Path  # the diffusers folder it was exported from
     cond: dict[str, np.ndarray]  # encoder_hidden_states (2, 8, 32), pooled_projections (2, 24)
-    tmp: Path  # an empty scratch folder of this case
-    soak: int = 40  # samples in the memory soak
+    tmp: Path  # an empty scratch folder of this test
+    soak: int = 60  # samples in the memory soak
     quick: bool = True  # kill the export as soon as it starts (else once its first graph is written)
 
     def copy_bundle(self, name: str = "bundle") -> Path:
@@ -50,41 +48,6 @@ class Ctx:
         path = self.tmp / f"{name}.npz"
         save_npz(path, **(self.cond if arrays is None else arrays))
         return path
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    run: Callable[[Ctx], str]
-    covered_by: str = ""  # an existing test that checks this already (pytest skips it here)
-    slow: bool = False
-    outcome: str = "refused"  # what passing looks like: "refused" (a clear error) or "ok"
-
-    @property
-    def id(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
-
-
-class Skip(Exception):
-    """The case does not apply on this machine (e.g. the optional backend is installed)."""
-
-
-CASES: list[Case] = []
-
-
-def case(name: str, covered_by: str = "", slow: bool = False,
-         outcome: str = "refused") -> Callable[[Callable[[Ctx], str]], Callable[[Ctx], str]]:
-    """Register a case function under ``name``."""
-    def register(fn: Callable[[Ctx], str]) -> Callable[[Ctx], str]:
-        CASES.append(Case(name, fn, covered_by, slow, outcome))
-        return fn
-    return register
-
-
-def all_cases() -> list[Case]:
-    from . import cases_artifacts, cases_inputs, cases_runs  # noqa: F401  (they register their cases)
-
-    return list(CASES)
 
 
 # running l2p ----------------------------------------------------------------------------------
@@ -165,8 +128,8 @@ def truncate(path: Path) -> None:
 
 
 def make_predictor(bundle: Path, name: str, steps: int, full_steps: int, *, tap: str = "output",
-                   bundle_hash: str | None = None) -> Path:
-    """A predictor folder in ``bundle`` without calibrating: the TaylorSeer-2 table saved as one."""
+                   bundle_hash: str | None = None, method: str = "taylorseer2") -> Path:
+    """A predictor folder in ``bundle`` without calibrating: a preset's table (TaylorSeer-2) saved as one."""
     from l2p.bundle import open_bundle
     from l2p.predictor.artifact import save_predictor
     from l2p.predictor.presets import preset
@@ -174,8 +137,8 @@ def make_predictor(bundle: Path, name: str, steps: int, full_steps: int, *, tap:
     from l2p.sampling.methods import feature_spec
 
     b = open_bundle(bundle)
-    table = preset("taylorseer2", interval_schedule(steps, full_steps, 1), steps)
+    table = preset(method, interval_schedule(steps, full_steps, 1), steps)
     folder = b.predictors_dir / name
     save_predictor(folder, table=table, feature_spec=feature_spec(b, "output"), name=name, method="l2p",
-                   tap=tap, bundle_hash=bundle_hash or b.hash)
+                   tap=tap, bundle_hash=bundle_hash or b.hash, scheduler_hash=b.scheduler_hash)
     return folder

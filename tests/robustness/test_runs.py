@@ -1,5 +1,5 @@
 """Runs that go wrong or run long: NaN engines, killed export/calibration, threads, determinism,
-memory over many samples, and no code execution from artifacts."""
+memory over many samples (``L2P_SOAK``), and no code execution from artifacts."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 
 from l2p.atomic import load_npz
 from l2p.bundle import MANIFEST, open_bundle
@@ -22,8 +23,9 @@ from l2p.engine.base import Engine
 from l2p.engine.onnxruntime_backend import OrtEngine
 from l2p.errors import ArtifactError, NumericalError
 from l2p.sampling.pipeline import Sampler
+from l2p.sampling.settings import RunSettings
 
-from .catalog import REPO, Ctx, case, cli, cli_error, l2p_subprocess, make_predictor, raises
+from .helpers import REPO, Ctx, cli, cli_error, l2p_subprocess, make_predictor, raises
 
 
 class NaNAt(Engine):
@@ -40,27 +42,24 @@ class NaNAt(Engine):
 
 
 # numerical guard ------------------------------------------------------------------------------
-@case("NaN from the transformer engine at step 3")
-def nan_transformer(ctx: Ctx) -> str:
+def test_nan_from_the_transformer_engine_at_step_3(ctx: Ctx, answer: Callable[..., None]) -> None:
     s = Sampler(ctx.bundle)
     s._engines["transformer"] = NaNAt(s.engine("transformer"), nth=3)
-    return raises(NumericalError, lambda: s.sample(ctx.cond, 0, 6), "step 3:", "transformer engine", "fp32")
+    answer(raises(NumericalError, lambda: s.sample(ctx.cond, 0, 6), "step 3:", "transformer engine", "fp32"))
 
 
-@case("NaN from the predictor engine on a forecast step")
-def nan_predictor(ctx: Ctx) -> str:
+def test_nan_from_the_predictor_engine_on_a_forecast_step(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     make_predictor(b, "p", 10, 4)
     s = Sampler(b)
-    fc = s.forecaster("l2p:p", 10, None)
+    fc = s.forecaster(RunSettings(steps=10, method="l2p:p"))
     fc.engine = NaNAt(fc.engine, nth=1)
     step = [i for i in range(10) if not fc.is_computed(i)][1]  # the second forecast step
-    return raises(NumericalError, lambda: s.sample(ctx.cond, 0, 10, method="l2p:p"),
-                  f"step {step}:", "l2p:p predictor engine", "fp32")
+    answer(raises(NumericalError, lambda: s.sample(ctx.cond, 0, 10, method="l2p:p"),
+                  f"step {step}:", "l2p:p predictor engine", "fp32"))
 
 
-@case("NaN during `l2p sample`: no PNG, no latents written")
-def nan_cli(ctx: Ctx) -> str:
+def test_nan_during_sample_writes_no_png_and_no_latents(ctx: Ctx, answer: Callable[..., None]) -> None:
     run, calls = OrtEngine._run, []
 
     def poisoned(self: OrtEngine, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -74,7 +73,7 @@ def nan_cli(ctx: Ctx) -> str:
         msg = cli_error(["sample", str(ctx.bundle), "--conditioning", str(ctx.cond_file()), "--steps", "5",
                          "--out", str(out)], "step 2:", "transformer engine", "fp32")
     assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
-    return msg
+    answer(msg)
 
 
 # interrupted runs -----------------------------------------------------------------------------
@@ -99,8 +98,7 @@ def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 300) 
             proc.stderr.close()
 
 
-@case("export killed part-way, then rerun", outcome="ok")
-def export_killed(ctx: Ctx) -> str:
+def test_export_killed_part_way_then_rerun(ctx: Ctx, answer: Callable[..., None]) -> None:
     from l2p.export.exporter import export_bundle
     from l2p.staging import STAGE_INFIX
 
@@ -120,12 +118,11 @@ def export_killed(ctx: Ctx) -> str:
     export_bundle(str(ctx.folder), out, latent_size=(8, 8), log=lambda s: None)
     assert not stages(), stages()  # the killed export's stage was cleaned up
     assert open_bundle(out).manifest["files"] == open_bundle(ctx.bundle).manifest["files"]  # clean, identical
-    return f"killed export left a stage beside --out ({partial}): {refused} | the rerun removed it and " \
-           "made the same files as an uninterrupted export"
+    answer(f"killed export left a stage beside --out ({partial}): {refused} | the rerun removed it and made the "
+           "same files as an uninterrupted export", outcome="ok")
 
 
-@case("calibration killed after the trajectory cache, then rerun", outcome="ok")
-def calibration_killed(ctx: Ctx) -> str:
+def test_calibration_killed_after_the_trajectory_cache_then_rerun(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     args = ["calibrate", str(b), "--conditioning", str(ctx.cond_file()), "--steps", "10", "--full-steps", "4",
             "--seeds", "2", "--name", "k"]
@@ -139,11 +136,10 @@ def calibration_killed(ctx: Ctx) -> str:
     assert rc == 0 and "reusing 4 cached full-compute trajectories" in out, (rc, out, err)
     rc, out, err = cli(sample)
     assert rc == 0, err
-    return f"killed calibration: {refused} | the rerun resumed from the trajectory cache and sampled"
+    answer(f"killed calibration: {refused} | the rerun resumed from the trajectory cache and sampled", outcome="ok")
 
 
-@case("corrupted trajectory cache is recomputed", outcome="ok")
-def calibration_bad_cache(ctx: Ctx) -> str:
+def test_corrupted_trajectory_cache_is_recomputed(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     base = ["calibrate", str(b), "--conditioning", str(ctx.cond_file()), "--steps", "6", "--full-steps", "3",
             "--seeds", "1", "--schedule", "interval", "--refit", "0"]
@@ -152,7 +148,7 @@ def calibration_bad_cache(ctx: Ctx) -> str:
     cache.write_bytes(cache.read_bytes()[:100])
     rc, out, err = cli([*base, "--name", "b"])
     assert rc == 0 and "capturing" in out and "reusing" not in out, (rc, out, err)
-    return "an unreadable trajectory cache is dropped and recaptured"
+    answer("an unreadable trajectory cache is dropped and recaptured", outcome="ok")
 
 
 # steadiness and determinism ---------------------------------------------------------------------
@@ -160,8 +156,7 @@ def _run_seeds(s: Sampler, cond: dict[str, np.ndarray], seeds: list[int]) -> dic
     return {seed: s.sample(cond, seed, 6, method="taylorseer2", full_steps=3).final for seed in seeds}
 
 
-@case("two samplers on one bundle in two threads", outcome="ok")
-def two_threads(ctx: Ctx) -> str:
+def test_two_samplers_on_one_bundle_in_two_threads(ctx: Ctx, answer: Callable[..., None]) -> None:
     seeds = [0, 1, 2]
     ref = _run_seeds(Sampler(ctx.bundle), ctx.cond, seeds)
     a, b = Sampler(ctx.bundle), Sampler(ctx.bundle)
@@ -169,11 +164,10 @@ def two_threads(ctx: Ctx) -> str:
         ra, rb = pool.map(lambda job: _run_seeds(*job), [(a, ctx.cond, seeds), (b, ctx.cond, seeds[::-1])])
     for seed in seeds:
         assert np.array_equal(ra[seed], ref[seed]) and np.array_equal(rb[seed], ref[seed]), seed
-    return f"{2 * len(seeds)} concurrent runs bit-identical to sequential ones"
+    answer(f"{2 * len(seeds)} concurrent runs bit-identical to sequential ones", outcome="ok")
 
 
-@case("same bundle, predictor, seed, backend in two processes", outcome="ok")
-def two_processes(ctx: Ctx) -> str:
+def test_same_run_in_two_processes_is_byte_identical(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     make_predictor(b, "p", 8, 3)
     runs = []
@@ -185,7 +179,7 @@ def two_processes(ctx: Ctx) -> str:
     for key in ("initial", "final"):
         assert runs[0][key].tobytes() == runs[1][key].tobytes(), key
     assert (ctx.tmp / "a" / "image_000.png").read_bytes() == (ctx.tmp / "b" / "image_000.png").read_bytes()
-    return "latents.npz arrays and PNGs are byte-identical across processes"
+    answer("latents.npz arrays and PNGs are byte-identical across processes", outcome="ok")
 
 
 def rss_mib() -> float:
@@ -193,24 +187,19 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def soak(ctx: Ctx, report: Callable[[str], None] = lambda s: None) -> dict[int, float]:
-    """``ctx.soak`` samples in one Sampler (full and taylorseer2 alternating): RSS (MiB) at checkpoints."""
+@pytest.mark.slow
+def test_many_samples_in_one_process_flat_memory(ctx: Ctx, answer: Callable[..., None]) -> None:
+    """``ctx.soak`` samples (``L2P_SOAK``) in one Sampler, full and taylorseer2 alternating; RSS (MiB) at
+    checkpoints."""
     s, rss = Sampler(ctx.bundle), {}
     marks = {n for n in (10, 50, 100, 200) if n <= ctx.soak} | {ctx.soak}
     for n in range(1, ctx.soak + 1):
         s.sample(ctx.cond, n, 6, method="full" if n % 2 else "taylorseer2", full_steps=None if n % 2 else 3)
         if n in marks:
             rss[n] = rss_mib()
-            report(f"RSS after {n:4d} samples: {rss[n]:7.1f} MiB")
-    return rss
-
-
-@case("many samples in one process: flat memory", slow=True, outcome="ok")
-def flat_memory(ctx: Ctx) -> str:
-    rss = soak(ctx)
     first, last = min(rss), max(rss)
     assert rss[last] - rss[first] < 16, rss  # MiB: allocator noise, not a leak per sample
-    return "RSS " + ", ".join(f"{n}: {v:.0f} MiB" for n, v in sorted(rss.items()))
+    answer("RSS " + ", ".join(f"{n}: {v:.0f} MiB" for n, v in sorted(rss.items())), outcome="ok")
 
 
 # no code execution from artifacts ---------------------------------------------------------------
@@ -238,9 +227,8 @@ def unsafe_loads(root: Path) -> list[str]:
     return hits
 
 
-@case("no pickle / unsafe loaders in the package source", outcome="ok")
-def no_pickle(ctx: Ctx) -> str:
+def test_no_pickle_or_unsafe_loaders_in_the_package_source(ctx: Ctx, answer: Callable[..., None]) -> None:
     pkg = REPO / "l2p"
     hits = unsafe_loads(pkg)
     assert not hits, hits
-    return f"{sum(1 for _ in pkg.rglob('*.py'))} files: no pickle, every np.load has allow_pickle=False"
+    answer(f"{sum(1 for _ in pkg.rglob('*.py'))} files: no pickle, every np.load has allow_pickle=False", outcome="ok")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from l2p.atomic import sha256_file
 from l2p.bundle import MANIFEST, open_bundle
 from l2p.errors import ArtifactError, MismatchError
-from l2p.predictor.artifact import load_predictor
+from l2p.predictor.artifact import Expect, load_predictor
 
-from .catalog import Ctx, case, cli, cli_error, edit_json, flip_byte, make_predictor, no_onnxruntime_sessions, raises, \
+from .helpers import Ctx, cli, cli_error, edit_json, flip_byte, make_predictor, no_onnxruntime_sessions, raises, \
     reseal, truncate
 
 
@@ -75,82 +77,68 @@ def _external_data_bundle(ctx: Ctx) -> Path:
 
 
 # bundles ---------------------------------------------------------------------------------------
-@case("bundle: truncated model.onnx")
-def truncated_onnx(ctx: Ctx) -> str:
+def test_bundle_truncated_model_onnx(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     truncate(b / "transformer" / "model.onnx")
-    return cli_error(_sample(ctx, b), "truncated", "re-export")
+    answer(cli_error(_sample(ctx, b), "truncated", "re-export"))
 
 
-@case("bundle: bit-flipped model.onnx")
-def flipped_onnx(ctx: Ctx) -> str:
+def test_bundle_bit_flipped_model_onnx(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     flip_byte(b / "transformer" / "model.onnx")
-    return cli_error(_sample(ctx, b), "sha256", "re-export")
+    answer(cli_error(_sample(ctx, b), "sha256", "re-export"))
 
 
-@case("bundle: damaged model.onnx, manifest re-hashed")
-def garbage_onnx_resealed(ctx: Ctx) -> str:
+def test_bundle_damaged_model_onnx_manifest_rehashed(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     truncate(b / "transformer" / "model.onnx")
     reseal(b)
-    return cli_error(_sample(ctx, b), "not a readable ONNX file", "re-export")
+    answer(cli_error(_sample(ctx, b), "not a readable ONNX file", "re-export"))
 
 
-@case("bundle: manifest sha256 does not match")
-def manifest_hash(ctx: Ctx) -> str:
+def test_bundle_manifest_sha256_mismatch(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     edit_json(b / MANIFEST, lambda m: m["files"]["head/model.onnx"].update(sha256="0" * 64))
-    return cli_error(_sample(ctx, b), "head/model.onnx", "sha256")
+    answer(cli_error(_sample(ctx, b), "head/model.onnx", "sha256"))
 
 
-@case("bundle: malformed manifest entry")
-def malformed_manifest(ctx: Ctx) -> str:
+def test_bundle_malformed_manifest_entry(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     edit_json(b / MANIFEST, lambda m: m["graphs"]["head"].pop("spec"))
-    return cli_error(_sample(ctx, b), "malformed manifest")
+    answer(cli_error(_sample(ctx, b), "malformed manifest"))
 
 
-@case("bundle: manifest lists '../' file")
-def manifest_escape(ctx: Ctx) -> str:
+def test_bundle_manifest_lists_a_parent_path(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     (ctx.tmp / "outside.json").write_text("{}")
     edit_json(b / MANIFEST, lambda m: m["files"].update({"../outside.json": {"sha256": "0" * 64, "size": 2}}))
-    return cli_error(_sample(ctx, b), "outside the bundle")
+    answer(cli_error(_sample(ctx, b), "outside the bundle"))
 
 
-@case("bundle: scheduler config outside the file table")
-def unlisted_scheduler(ctx: Ctx) -> str:
+def test_bundle_scheduler_config_outside_the_file_table(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     (ctx.tmp / "sched.json").write_text("{}")
     edit_json(b / MANIFEST, lambda m: m.update(scheduler="../sched.json"))
-    return cli_error(_sample(ctx, b), "scheduler config", "not listed")
+    answer(cli_error(_sample(ctx, b), "scheduler config", "not listed"))
 
 
-@case("bundle: external data '../' in an initializer")
-def external_parent(ctx: Ctx) -> str:
-    return _refused_before_onnxruntime(ctx, _escaping_bundle(ctx, "../../secret.bin"), "outside", "w")
+@pytest.mark.parametrize(("location", "in_subgraph", "expect"), [
+    pytest.param("../../secret.bin", False, ("outside", "w"), id="parent-path-in-an-initializer"),
+    pytest.param("/etc/passwd", False, ("absolute path",), id="absolute-path-in-an-initializer"),
+    pytest.param("../../secret.bin", True, ("outside",), id="parent-path-in-an-if-subgraph"),
+])
+def test_bundle_external_data_escapes(ctx: Ctx, answer: Callable[..., None], location: str, in_subgraph: bool,
+                                      expect: tuple[str, ...]) -> None:
+    answer(_refused_before_onnxruntime(ctx, _escaping_bundle(ctx, location, in_subgraph), *expect))
 
 
-@case("bundle: external data '/etc/passwd' in an initializer")
-def external_absolute(ctx: Ctx) -> str:
-    return _refused_before_onnxruntime(ctx, _escaping_bundle(ctx, "/etc/passwd"), "absolute path")
-
-
-@case("bundle: external data '../' in an If subgraph")
-def external_subgraph(ctx: Ctx) -> str:
-    return _refused_before_onnxruntime(ctx, _escaping_bundle(ctx, "../../secret.bin", in_subgraph=True), "outside")
-
-
-@case("bundle: external data file not in the manifest")
-def external_unlisted(ctx: Ctx) -> str:
+def test_bundle_external_data_file_not_in_the_manifest(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = _external_data_bundle(ctx)
     edit_json(b / MANIFEST, lambda m: m["files"].pop("transformer/model.onnx.data"))
-    return _refused_before_onnxruntime(ctx, b, "not listed in the manifest")
+    answer(_refused_before_onnxruntime(ctx, b, "not listed in the manifest"))
 
 
-@case("bundle: truncated / bit-flipped model.onnx.data")
-def external_damaged(ctx: Ctx) -> str:
+def test_bundle_external_data_truncated_or_bit_flipped(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = _external_data_bundle(ctx)
     rc, _, err = cli(_sample(ctx, b))  # the legitimate external-data bundle samples
     assert rc == 0, err
@@ -160,61 +148,54 @@ def external_damaged(ctx: Ctx) -> str:
     flipped = cli_error(_sample(ctx, b), "model.onnx.data", "sha256")
     data.write_bytes(original)
     truncate(data)
-    return cli_error(_sample(ctx, b), "model.onnx.data", "truncated") + " | " + flipped
+    answer(cli_error(_sample(ctx, b), "model.onnx.data", "truncated") + " | " + flipped)
 
 
 # predictors -----------------------------------------------------------------------------------
-@case("predictor: made for another bundle", covered_by="tests/calibration/test_calibrate.py::test_refuses_mismatch")
-def predictor_other_bundle(ctx: Ctx) -> str:
+def test_predictor_made_for_another_bundle(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     make_predictor(b, "p", 8, 3, bundle_hash="f" * 64)
-    return cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:p"), "calibrated for bundle ffffffffffff",
-                     "l2p calibrate")
+    answer(cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:p"), "calibrated for bundle ffffffffffff",
+                     "l2p calibrate"))
 
 
-@case("predictor: made for another step count", covered_by="tests/calibration/test_calibrate.py::test_refuses_mismatch")
-def predictor_other_steps(ctx: Ctx) -> str:
+def test_predictor_made_for_another_step_count(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     make_predictor(b, "p", 8, 3)
-    return cli_error(_sample(ctx, b, "--steps", "10", "--method", "l2p:p"), "8 steps", "10 steps were asked",
-                     "--steps 10")
+    answer(cli_error(_sample(ctx, b, "--steps", "10", "--method", "l2p:p"), "8 steps", "10 steps were asked",
+                     "--steps 10"))
 
 
-@case("predictor: made for another tap")
-def predictor_other_tap(ctx: Ctx) -> str:
+def test_predictor_made_for_another_tap(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     folder = make_predictor(b, "p", 8, 3)
-    asked = raises(MismatchError, lambda: load_predictor(folder, expect_tap="residual"), "tap 'output'", "--tap residual")
+    asked = raises(MismatchError, lambda: load_predictor(folder, Expect(tap="residual")), "tap 'output'", "--tap residual")
     make_predictor(b, "forged", 8, 3, tap="residual")  # claims the residual tap, holds an output-shaped graph
     forged = cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:forged"), "tap 'residual'", "l2p calibrate")
-    return f"{forged} | {asked}"
+    answer(f"{forged} | {asked}")
 
 
-@case("predictor: calibration did not finish (no predictor.json)")
-def predictor_unfinished(ctx: Ctx) -> str:
+def test_predictor_calibration_did_not_finish(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     (make_predictor(b, "p", 8, 3) / "predictor.json").unlink()
-    return cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:p"), "did not finish", "l2p calibrate")
+    answer(cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:p"), "did not finish", "l2p calibrate"))
 
 
-@case("predictor: tampered coefficients", covered_by="tests/predictor/test_artifact.py::test_truncated_and_tampered_files")
-def predictor_tampered(ctx: Ctx) -> str:
+def test_predictor_tampered_coefficients(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     flip_byte(make_predictor(b, "p", 8, 3) / "coefficients.npz")
-    return cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:p"), "sha256", "re-calibrate")
+    answer(cli_error(_sample(ctx, b, "--steps", "8", "--method", "l2p:p"), "sha256", "re-calibrate"))
 
 
-@case("predictor: predictor.onnx reads external data, re-hashed")
-def predictor_external(ctx: Ctx) -> str:
+def test_predictor_onnx_reads_external_data_rehashed(ctx: Ctx, answer: Callable[..., None]) -> None:
     b = ctx.copy_bundle()
     folder = make_predictor(b, "p", 8, 3)
     onnx.save(crafted_model("../../transformer/model.onnx"), str(folder / "predictor.onnx"))
     edit_json(folder / "predictor.json", lambda m: m["files"].update(
         {"predictor.onnx": {"sha256": sha256_file(folder / "predictor.onnx"), "size": (folder / "predictor.onnx").stat().st_size}}))
     with no_onnxruntime_sessions():
-        return raises(ArtifactError, lambda: load_predictor(folder), "outside")
+        answer(raises(ArtifactError, lambda: load_predictor(folder), "outside"))
 
 
-@case("predictor: name is a path (--method l2p:../x)")
-def predictor_path_name(ctx: Ctx) -> str:
-    return cli_error(_sample(ctx, ctx.bundle, "--method", "l2p:../../x"), "letters, digits")
+def test_predictor_name_is_a_path(ctx: Ctx, answer: Callable[..., None]) -> None:
+    answer(cli_error(_sample(ctx, ctx.bundle, "--method", "l2p:../../x"), "letters, digits"))

@@ -1,0 +1,64 @@
+"""``l2p calibrate``: learn an L2P predictor for a bundle (torch-free)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..calibration.fit import PRIORS, SOLVERS
+from ..sampling.loop import TAPS
+from .options import (add_conditioning_options, add_engine_options, add_run_options, check_conditioning_args,
+                      conditioning, non_negative, open_sampler, positive)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("calibrate", help="learn an L2P predictor for a bundle (torch-free)",
+                       description="Capture full-compute trajectories through the bundle's engine, fit the "
+                       "per-step linear predictor, choose the computed steps, and write BUNDLE/predictors/NAME.")
+    c.add_argument("bundle")
+    add_conditioning_options(c)
+    add_run_options(c, sampling=False, required=True, full_steps="budget M of transformer steps")
+    c.add_argument("--name", default="default", help="predictor name (use with --method l2p:NAME)")
+    c.add_argument("--seeds", type=int, default=4, help="seeds per condition (calibration set size, 1..256)")
+    c.add_argument("--tap", default="output", choices=list(TAPS),
+                   help="feature to forecast: the model output, or the cumulative block residual + cheap head")
+    c.add_argument("--K", type=positive, nargs="+", default=[3, 4, 5],
+                   help="history lengths to try (computed steps the predictor combines)")
+    c.add_argument("--exact", type=int, nargs="+", default=[0, 1, 2],
+                   help="polynomial degrees to try: the predictor forecasts every trajectory that is a "
+                        "polynomial of this degree exactly and learns the rest (0: weights sum to 1)")
+    c.add_argument("--no-latents", action="store_true", help="do not try fits with the latent terms")
+    c.add_argument("--solver", default="lstsq", choices=SOLVERS, help="closed form or gradient (MSE) fit")
+    c.add_argument("--schedule", default="search", choices=["search", "interval"],
+                   help="search warm-up + spacing on the calibration set, or a fixed interval")
+    c.add_argument("--warmup", type=non_negative, default=1, help="warm-up steps for --schedule interval")
+    c.add_argument("--refit", type=int, default=1, help="rounds of refitting on the cached sampler's own runs")
+    c.add_argument("--refit-target", default="full", choices=["full", "true"],
+                   help="refit towards the full-compute run's feature at each step, or the true feature at the "
+                        "cached run's latent")
+    c.add_argument("--closed-loop", type=int, default=1, metavar="ROUNDS",
+                   help="Gauss-Newton rounds that tune the weights (inside the exactness constraints) on the "
+                        "cached sampler's final images of the calibration set; each costs one cached run per "
+                        "free weight (0: off)")
+    c.add_argument("--free", action="store_true",
+                   help="only try fits without any constraint on the feature weights (same as --exact -1)")
+    c.add_argument("--ridges", type=float, nargs="+", default=[1e-6],
+                   help="ridge strengths to try (relative to the Gram diagonal; the best on the calibration set wins)")
+    c.add_argument("--prior", nargs="+", default=["lagrange2"], choices=PRIORS,
+                   help="what the ridge pulls the feature weights towards")
+    add_engine_options(c, device=False)
+    c.set_defaults(func=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    from ..calibration.calibrate import CalibrationConfig, Calibrator
+
+    cfg = CalibrationConfig(steps=a.steps, full_steps=a.full_steps, name=a.name, seeds=a.seeds, tap=a.tap,
+                            Ks=tuple(a.K), latents=not a.no_latents, solver=a.solver,
+                            schedule=a.schedule, warmup=a.warmup, refit=a.refit, refit_target=a.refit_target,
+                            closed_loop=a.closed_loop,
+                            exacts=(-1,) if a.free else tuple(a.exact), priors=tuple(a.prior),
+                            ridges=tuple(a.ridges))
+    check_conditioning_args(a)
+    sampler = open_sampler(a)
+    Calibrator(sampler, conditioning(sampler, a), cfg).run()
+    return 0

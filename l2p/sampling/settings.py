@@ -1,0 +1,115 @@
+"""What one sampling run is asked to do, checked in one place.
+
+:class:`RunSettings` is frozen and validates every field on construction, so a run (the CLI,
+:class:`~l2p.sampling.pipeline.Sampler`, calibration, bench, the demo) is checked once, where
+its settings are made, and the code below it can trust them. The counts follow the one rule of
+:func:`~l2p.predictor.schedule.check_count`; messages name the CLI flags.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..predictor.artifact import check_name
+from ..predictor.presets import PRESETS
+from ..predictor.schedule import Schedule, check_count, validate_schedule
+
+MAX_STEPS = 1000
+MAX_SEED = 2**63 - 1
+MAX_GUIDANCE = 1000.0
+DEFAULT_PREDICTOR = "default"
+#: every ``--method`` form, for help texts and messages
+METHOD_CHOICES = ("full", *PRESETS, "l2p", "l2p:NAME")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A parsed ``--method`` value."""
+
+    kind: str  # "full", "preset" or "l2p"
+    name: str  # preset name or predictor name
+
+    @classmethod
+    def parse(cls, text: str) -> Method:
+        if text == "full":
+            return cls("full", "full")
+        if text in PRESETS:
+            return cls("preset", text)
+        if isinstance(text, str) and (text == "l2p" or text.startswith("l2p:")):
+            name = text.partition(":")[2] or DEFAULT_PREDICTOR
+            return cls("l2p", check_name(name, "--method l2p:NAME"))  # a folder name, never a path
+        raise InputError(f"unknown method '{text}'; choose {', '.join(METHOD_CHOICES[:-2])}, l2p or l2p:NAME")
+
+    def __str__(self) -> str:
+        return self.name if self.kind != "l2p" else f"l2p:{self.name}"
+
+
+def check_guidance(value: float) -> float:
+    """The FLUX guidance-embedding value: a finite number in -1000..1000."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -MAX_GUIDANCE <= value <= MAX_GUIDANCE:
+        raise InputError(f"--guidance {value} is out of range; use a finite value in -1000..1000 "
+                         "(FLUX.1-dev uses 3.5)")  # the comparison also refuses NaN
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings of one sampling run, validated on construction.
+
+    Attributes:
+        steps: ``N``, sampling steps, 1..1000.
+        seed: the starting noise's seed, 0..2**63-1.
+        method: ``full``, a preset (see :data:`~l2p.predictor.presets.PRESETS`), ``l2p`` or
+            ``l2p:NAME`` (a calibrated predictor of the bundle).
+        full_steps: ``M``, how many steps run the transformer (1..N). Presets need it (or a
+            ``schedule``); for ``l2p`` it must match the predictor when given; ``full`` ignores it
+            (``l2p sample`` refuses it there).
+        schedule: the computed steps of a preset run (sorted, step 0 included); ``None`` spreads
+            ``full_steps`` evenly (:func:`~l2p.predictor.schedule.interval_schedule`). Given,
+            it sets ``full_steps``.
+        guidance: FLUX guidance-embedding value (models without one ignore it).
+
+    A classifier-free guidance scale for the guided families belongs here too, next to
+    ``guidance``.
+
+    Raises:
+        InputError: for any value out of range, an unknown method, a preset without
+            ``full_steps``, or a ``schedule`` that is invalid or given with a non-preset method.
+    """
+
+    steps: int = 50
+    seed: int = 0
+    method: str = "full"
+    full_steps: int | None = None
+    schedule: Schedule | None = None
+    guidance: float = 3.5
+
+    def __post_init__(self) -> None:
+        steps = check_count(self.steps, "--steps", 1, MAX_STEPS)
+        object.__setattr__(self, "steps", steps)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed {self.seed} is out of range; use 0..2**63-1")
+        method = Method.parse(self.method)
+        if self.full_steps is not None:
+            object.__setattr__(self, "full_steps", check_count(self.full_steps, "--full-steps", 1, steps,
+                                                               " (at most the step count)"))
+        if self.schedule is not None:
+            if method.kind != "preset":
+                raise InputError(f"a fixed schedule is for the preset methods ({', '.join(PRESETS)}); "
+                                 f"--method {self.method} has its own")
+            schedule = validate_schedule(self.schedule, steps)
+            if self.full_steps is not None and self.full_steps != len(schedule):
+                raise InputError(f"--full-steps {self.full_steps} does not match the schedule's "
+                                 f"{len(schedule)} computed steps {list(schedule)}")
+            object.__setattr__(self, "schedule", schedule)
+            object.__setattr__(self, "full_steps", len(schedule))
+        elif method.kind == "preset" and self.full_steps is None:
+            raise InputError(f"--method {self.method} needs --full-steps M (how many steps run the transformer)")
+        object.__setattr__(self, "guidance", check_guidance(self.guidance))
+
+    @property
+    def parsed_method(self) -> Method:
+        return Method.parse(self.method)
