@@ -130,7 +130,7 @@ class StagedFolder:
         try:
             if holding and self.out.is_dir() and os.listdir(self.out) == [LOCK_NAME]:
                 (self.out / LOCK_NAME).unlink()
-            for p in self._created:
+            for p in reversed(self._created):  # innermost first
                 p.rmdir()
         except OSError:
             pass
