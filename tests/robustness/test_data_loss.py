@@ -5,34 +5,23 @@ predictors that still fit (every case: one-line refusal or success, nothing outs
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from l2p.atomic import save_npz
 from l2p.bundle import open_bundle
 from l2p.predictor.artifact import Expect, load_predictor
 
-from .helpers import make_predictor
 from .guard import confined, recorded, refused, succeeds, tree  # noqa: F401  (recorded: autouse)
+from .helpers import make_predictor
 
 
 @pytest.fixture()
-def cond_file(tmp_path: Path, flux_cond: dict[str, np.ndarray]) -> Path:
-    path = tmp_path / "cond.npz"
-    save_npz(path, **flux_cond)
-    return path
-
-
-@pytest.fixture()
-def bundle(tmp_path: Path, flux_bundle: Path) -> Path:
-    """A copy of the session bundle holding one calibrated-style predictor 'p' (8 steps, 3 full)."""
-    dst = tmp_path / "bundle"
-    shutil.copytree(flux_bundle, dst, ignore=shutil.ignore_patterns("predictors"))
-    make_predictor(dst, "p", 8, 3)
-    return dst
+def bundle(bundle: Path) -> Path:
+    """The bundle copy, holding one calibrated-style predictor 'p' (8 steps, 3 full)."""
+    make_predictor(bundle, "p", 8, 3)
+    return bundle
 
 
 def _export(folder: Path, out: Path, *extra: str) -> list[str]:

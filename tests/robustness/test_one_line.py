@@ -22,7 +22,6 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from l2p.atomic import save_npz
 from l2p.bundle import MANIFEST
 from l2p.errors import ArtifactError, InputError
 from l2p.locking import folder_lock_path
@@ -31,20 +30,6 @@ from .helpers import REPO, make_predictor, reseal
 from .guard import LAST, confined, recorded, refused, succeeds, tree  # noqa: F401  (recorded: autouse)
 
 TINY_T5 = REPO / "l2p" / "assets" / "tiny-flux" / "tokenizer_2" / "tokenizer.json"
-
-
-@pytest.fixture()
-def cond_file(tmp_path: Path, flux_cond: dict[str, np.ndarray]) -> Path:
-    path = tmp_path / "cond.npz"
-    save_npz(path, **flux_cond)
-    return path
-
-
-@pytest.fixture()
-def bundle(tmp_path: Path, flux_bundle: Path) -> Path:
-    dst = tmp_path / "bundle"
-    shutil.copytree(flux_bundle, dst, ignore=shutil.ignore_patterns("predictors"))
-    return dst
 
 
 def _sample(bundle: Path, cond: Path, out: Path, *extra: str) -> list[str]:
