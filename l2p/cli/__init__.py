@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import L2PError
-from . import bench, build, calibrate, demo, export, sample, validate
+from . import bench, build, calibrate, demo, export, sample, serve, triton_repo, validate
 
 #: the subcommands, in the order ``l2p --help`` lists them
-COMMANDS = (export, validate, sample, calibrate, bench, build, demo)
+COMMANDS = (export, validate, sample, calibrate, bench, build, demo, triton_repo, serve)
 
 
 class _Parser(argparse.ArgumentParser):
