@@ -33,14 +33,15 @@ _OS_HINTS = {
 }
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException, limit: int = 400) -> str:
+    """The first non-empty line of an exception's message (its type's name when it has none)."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:400]
+    return (lines[0] if lines else type(e).__name__)[:limit]
 
 
 def _os_error(e: OSError) -> str:
     where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-    what = e.strerror or _first_line(e)
+    what = e.strerror or first_line(e)
     hint = _OS_HINTS.get(e.errno or -1, "check the path and the disk")
     return f"{what}{f' ({where})' if where else ''}: {hint}"
 
@@ -52,19 +53,19 @@ def describe(e: BaseException, command: str = "") -> str | None:
     if isinstance(e, OSError) and not module.startswith("onnxruntime"):
         return _os_error(e)
     if module.startswith("onnxruntime"):
-        return (f"ONNX Runtime failed{during}: {kind}: {_first_line(e)}; the graph does not fit its inputs or is "
+        return (f"ONNX Runtime failed{during}: {kind}: {first_line(e)}; the graph does not fit its inputs or is "
                 "damaged: re-export the bundle (or try another --backend)")
     if kind == "PanicException":  # pyo3: a Rust panic in a native library, a BaseException subclass
-        return (f"a native library (e.g. tokenizers) panicked{during}: {_first_line(e)}; a file it read is "
+        return (f"a native library (e.g. tokenizers) panicked{during}: {first_line(e)}; a file it read is "
                 "broken: re-export the bundle")
     if kind == "SafetensorError":
-        return (f"cannot read a .safetensors file{during}: {_first_line(e)}; it is truncated or damaged: "
+        return (f"cannot read a .safetensors file{during}: {first_line(e)}; it is truncated or damaged: "
                 "copy or download the model again")
     if isinstance(e, UnicodeError):
-        return (f"text that is not valid UTF-8{during} ({_first_line(e)}); give UTF-8 text and files (check "
+        return (f"text that is not valid UTF-8{during} ({first_line(e)}); give UTF-8 text and files (check "
                 "the terminal's or the file's encoding)")
     if isinstance(e, (zlib.error, zipfile.BadZipFile, EOFError)):
-        return (f"a compressed or archive file is damaged{during} ({kind}: {_first_line(e)}); write or copy "
+        return (f"a compressed or archive file is damaged{during} ({kind}: {first_line(e)}); write or copy "
                 "it again")
     if isinstance(e, RecursionError):
         return (f"an input is nested too deeply to read{during} (e.g. a JSON file with thousands of nested "

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, InputError, L2PError, MissingDependencyError, missing_extra
+from ..failures import first_line
 from ..spec import IOSpec
 from .base import Engine
 from .device_array import ArrayMeta, device_index, device_ptr, empty, import_cupy, is_cupy
@@ -169,10 +170,9 @@ class OrtEngine(Engine):
         except Exception as e:
             if not type(e).__module__.startswith("onnxruntime"):
                 raise
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise ArtifactError(f"the {self.name} engine ({self.backend}) failed in ONNX Runtime: {type(e).__name__}: "
-                                f"{first}; the graph does not accept the inputs its I/O spec promises or is damaged: "
-                                "re-export the bundle (or re-calibrate the predictor)") from None
+                                f"{first_line(e)}; the graph does not accept the inputs its I/O spec promises or is "
+                                "damaged: re-export the bundle (or re-calibrate the predictor)") from None
         return dict(zip(self._outputs, outs))
 
     def to_device(self, array: np.ndarray) -> Any:

@@ -24,6 +24,7 @@ from ..bundle import MANIFEST, open_bundle, write_manifest
 from ..engine.registry import open_engine
 from ..errors import ArtifactError, InputError, L2PError
 from ..metrics import rel_error
+from ..failures import first_line
 from ..families import Family, family_of_model
 from ..models import model_defaults, read_json, resolve_model
 from ..precision import FORWARD_RTOL, Precision, torch_dtype
@@ -76,9 +77,8 @@ def _load(cls_name: str, path: Path, dtype: torch.dtype) -> torch.nn.Module:
     try:
         return cls.from_pretrained(str(path), **kw).eval()
     except Exception as e:  # diffusers/transformers/safetensors raise many types for a damaged folder
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise InputError(f"cannot load {cls_name} from {path}: {type(e).__name__}: {first}; the model folder is "
-                         "incomplete or damaged: copy or download it again") from e
+        raise InputError(f"cannot load {cls_name} from {path}: {type(e).__name__}: {first_line(e)}; the model "
+                         "folder is incomplete or damaged: copy or download it again") from e
 
 
 def _save_graph(graph: ExportGraph, out: Path, precision: Precision, args: tuple[torch.Tensor, ...]) -> dict[str, str]:

@@ -89,7 +89,8 @@ def inspect_out(out: Path) -> OldOut:
         manifest = json.loads(man.read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         manifest = None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or not isinstance(manifest.get("files"), dict):
         raise InputError(f"--out {out} holds a {MANIFEST} that is not an l2p bundle manifest (format "
                          f"'{FORMAT}'); l2p replaces only its own bundles: choose another --out")
     old.manifest = manifest
@@ -194,12 +195,13 @@ def settings_change(old: OldOut, model_class: str, latent_size: tuple[int, int],
     """Why the new transformer graph certainly differs from the old bundle's ('' when it may not)."""
     if old.manifest is None:
         return ""
-    ec = old.manifest.get("export_config", {}).get("settings", {}) if isinstance(old.manifest.get("export_config"),
-                                                                                 dict) else {}
+    ec = old.manifest.get("export_config")
+    made = ec.get("settings") if isinstance(ec, dict) else None
+    made = made if isinstance(made, dict) else {}
     if old.manifest.get("model_class") != model_class:
         return f"the model class changes from {old.manifest.get('model_class')} to {model_class}"
-    if isinstance(ec, dict) and (ec.get("latent_height"), ec.get("latent_width")) != tuple(latent_size):
-        return f"the latent size changes from {ec.get('latent_height')}x{ec.get('latent_width')} to " \
+    if (made.get("latent_height"), made.get("latent_width")) != tuple(latent_size):
+        return f"the latent size changes from {made.get('latent_height')}x{made.get('latent_width')} to " \
                f"{latent_size[0]}x{latent_size[1]}"
     if old.manifest.get("precision") != precision:
         return f"the precision changes from {old.manifest.get('precision')} to {precision}"

@@ -253,7 +253,8 @@ def check_name(name: str, flag: str = "--name") -> str:
     """A predictor name: a plain folder name (letters, digits, '-', '_'), never a path."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME \
             or not name.replace("-", "").replace("_", "").isalnum():
-        shown = name if len(str(name)) <= 40 else f"{str(name)[:40]}... ({len(name)} characters)"
+        text = str(name)
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
         raise InputError(f"{flag} {shown!r}: predictor names use 1..{MAX_NAME} letters, digits, '-' and '_'")
     return name
 

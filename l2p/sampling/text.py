@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, InputError
+from ..failures import first_line
 
 
 class Tokenizer:
@@ -32,13 +33,13 @@ class Tokenizer:
             with native_stderr_held():
                 self.tok = _Tok.from_file(str(path))
         except Exception as e:  # tokenizers raises plain Exceptions for unreadable files
-            raise ArtifactError(f"{name} tokenizer {path} cannot be read ({_first_line(e)}); re-export the "
+            raise ArtifactError(f"{name} tokenizer {path} cannot be read ({first_line(e)}); re-export the "
                                 "bundle") from None
         except BaseException as e:
             if not is_rust_panic(e):
                 raise
             raise ArtifactError(f"{name} tokenizer {path} cannot be read: the tokenizers library panicked "
-                                f"({_first_line(e)}); its tokenizer.json is broken: re-export the bundle") from None
+                                f"({first_line(e)}); its tokenizer.json is broken: re-export the bundle") from None
         self.tok.no_padding()
         self.tok.no_truncation()
         self.max_length = max_length
@@ -57,7 +58,7 @@ class Tokenizer:
             except BaseException as e:
                 if not (is_rust_panic(e) or type(e) is Exception):  # tokenizers' own failures
                     raise
-                raise ArtifactError(f"the {self.name} tokenizer failed on prompt {r} ({_first_line(e)}); its "
+                raise ArtifactError(f"the {self.name} tokenizer failed on prompt {r} ({first_line(e)}); its "
                                     "tokenizer.json is broken: re-export the bundle") from None
             if len(ids) > self.max_length:
                 if not self.truncate:
@@ -83,10 +84,6 @@ def check_text(text: str, what: str) -> None:
 def is_rust_panic(e: BaseException) -> bool:
     """pyo3's ``PanicException`` (a Rust panic inside a native library; a BaseException subclass)."""
     return type(e).__name__ == "PanicException"
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 @contextmanager

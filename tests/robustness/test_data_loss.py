@@ -127,7 +127,7 @@ def test_force_replaces_a_bundle_and_says_what_it_deletes(bundle: Path, flux_fol
                         "--no-check"])
     assert "--force: deleting predictor 'p'" in out and "notes.txt" in out
     assert not (bundle / "predictors").exists() and not (bundle / "notes.txt").exists()
-    assert open_bundle(bundle).manifest["latent"]["latent_height"] == 4
+    assert open_bundle(bundle).manifest["export_config"]["settings"]["latent_height"] == 4
 
 
 @pytest.mark.slow
