@@ -97,6 +97,8 @@ class Bench:
         self.cond = cond
         self.steps = steps
         self.seeds = list(seeds)
+        if not self.seeds:
+            raise InputError("bench needs at least one seed; give --seeds N with N >= 1")
         self.log = log
         b = sampler.bundle
         dims = self._dims()

@@ -32,6 +32,7 @@ from .atomic import sha256_file, write_json
 from .errors import ArtifactError, InputError
 from .limits import check_bound
 from .safe_io import make_dirs, open_regular, read_json, safe_relpath
+from .locking import LOCK_NAME
 from .spec import IOSpec
 
 REEXPORT = "re-export the bundle"
@@ -197,15 +198,25 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     Raises :class:`ArtifactError` for a missing, truncated, tampered or out-of-bounds bundle.
     """
     root = Path(path)
+    manifest = read_manifest(root)
+    try:
+        return _verified(root, manifest, verify)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-edited manifest or io spec
+        raise ArtifactError(f"{root / MANIFEST}: malformed manifest or io spec ({type(e).__name__}: {e}); "
+                            "re-export the bundle") from None
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of the bundle folder ``root``, its format and keys checked (files are not)."""
     man_path = root / MANIFEST
     if not root.is_dir():
         from .models import download_hint, local_name, looks_like_hub_id
 
-        if looks_like_hub_id(str(path)):
+        if looks_like_hub_id(str(root)):
             raise ArtifactError(
                 f"bundle folder '{root}' does not exist; it looks like a model-hub id, but this command takes an "
-                f"exported bundle: download the model ({download_hint(str(path))}), export it (l2p export "
-                f"{local_name(str(path))} --out BUNDLE) and give BUNDLE; or write a bundle at this path: "
+                f"exported bundle: download the model ({download_hint(str(root))}), export it (l2p export "
+                f"{local_name(str(root))} --out BUNDLE) and give BUNDLE; or write a bundle at this path: "
                 f"l2p export MODEL --out {root}")
         raise ArtifactError(f"bundle folder '{root}' does not exist; create one with: l2p export MODEL --out {root}")
     if not os.path.lexists(man_path):
@@ -224,11 +235,7 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     unknown = set(manifest) - _MANIFEST_KEYS
     if unknown:
         raise ArtifactError(f"{man_path}: unknown manifest keys {sorted(unknown)}")
-    try:
-        return _verified(root, manifest, verify)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-edited manifest or io spec
-        raise ArtifactError(f"{man_path}: malformed manifest or io spec ({type(e).__name__}: {e}); "
-                            "re-export the bundle") from None
+    return manifest
 
 
 def _verified(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
@@ -283,7 +290,7 @@ def check_metadata(manifest: dict[str, Any], where: str) -> None:
 
 
 def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file under ``root`` (except predictors/ and temp files) and write the manifest last."""
+    """Hash every file under ``root`` (except predictors/, temp and lock files) and write the manifest last."""
     root = Path(root)
     unknown = set(fields) - _MANIFEST_KEYS
     if unknown:
@@ -291,7 +298,8 @@ def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
     files: dict[str, dict[str, Any]] = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if not p.is_file() or rel == MANIFEST or rel.startswith("predictors/") or p.name.endswith(".tmp"):
+        if not p.is_file() or rel == MANIFEST or rel.startswith("predictors/") or p.name.endswith(".tmp") \
+                or p.name == LOCK_NAME:
             continue
         files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     from . import __version__

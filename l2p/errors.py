@@ -39,6 +39,10 @@ class UnsupportedModelError(L2PError):
     """The model class or configuration is not supported by l2p."""
 
 
+class BusyError(L2PError):
+    """Another process holds the lock on a folder l2p was asked to write."""
+
+
 def missing_extra(module: str, extra: str, what: str) -> MissingDependencyError:
     """Build the error for an optional dependency that could not be imported."""
     return MissingDependencyError(

@@ -57,6 +57,19 @@ def test_calibration_scores_decoded_images(demo_run: tuple[Path, str]) -> None:
     assert abs(pred.fit_stats["calibration_psnr_db"] - want) < 0.05  # the baked float32 graph vs. the fit's
 
 
+def test_validate_on_the_shipped_model(demo_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``l2p validate --model tiny-flux`` passes on the shipped model's bundle: every graph matches
+    PyTorch, both tokenizers give the transformers ids (a check prompt longer than T5's 16 tokens
+    must be refused, as l2p does not cut T5 prompts), and the sampling run matches FluxPipeline."""
+    from l2p.cli import main
+
+    capsys.readouterr()
+    rc = main(["validate", str(demo_run[0] / "bundle"), "--model", "tiny-flux", "--steps", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.rstrip().endswith("PASSED"), out
+    assert "tokenizer_2 ids" in out and "FAIL" not in out
+
+
 @pytest.mark.slow
 def test_demo_with_cached_methods(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from l2p.cli import main

@@ -19,8 +19,10 @@ import numpy as np
 
 from ..atomic import save_npz, write_bytes
 from ..metrics import psnr_db
-from ..errors import ArtifactError, InputError
-from ..predictor.artifact import Predictor, load_predictor, save_predictor
+from ..bundle import bundle_hash, read_manifest
+from ..errors import ArtifactError, BusyError, InputError
+from ..locking import folder_lock_path, hold_lock
+from ..predictor.artifact import Predictor, check_name, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
 from ..predictor.table import CoefficientTable
 from ..progress import BarFactory, bar_of, no_bar
@@ -65,6 +67,13 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         RunSettings(steps=self.steps, full_steps=self.full_steps)  # the one check of the step counts
+        check_name(self.name)
+        if self.full_steps == self.steps:
+            raise InputError(
+                f"--full-steps {self.full_steps} with --steps {self.steps}: every step runs the transformer, so "
+                f"there is nothing to forecast and no predictor to calibrate; sample with --method full, or give "
+                f"--full-steps below {self.steps}"
+            )
         if self.schedule not in ("search", "interval"):
             raise InputError(f"--schedule {self.schedule}: choose search or interval")
         if not 1 <= self.seeds <= 256:
@@ -201,6 +210,9 @@ class Calibrator:
         if cfg.schedule == "interval":
             return interval_schedule(cfg.steps, cfg.full_steps, cfg.warmup), []
         eval_seeds = range(min(cfg.seeds, 2))
+        if cfg.full_steps <= min(WARMUPS):  # one computed step: step 0, and nothing to search
+            self.log(f"schedule: with --full-steps {cfg.full_steps} only step 0 runs the transformer")
+            return interval_schedule(cfg.steps, cfg.full_steps, 1), []
         candidates: dict[tuple[int, ...], tuple[int, float]] = {}  # schedule -> its first (warm-up, exponent)
         for w in WARMUPS:
             for p in EXPONENTS:
@@ -219,6 +231,18 @@ class Calibrator:
         return tuple(best["schedule"]), sorted(tried.values(), key=lambda r: -r["psnr_db"])
 
     def run(self) -> Predictor:
+        """Calibrate and save ``BUNDLE/predictors/NAME``, holding the bundle (shared: no export may
+        replace it meanwhile) and the name (exclusive: one calibration per name) locked."""
+        root, name = self.bundle.root, self.cfg.name
+        self.bundle.predictors_dir.mkdir(exist_ok=True)
+        with hold_lock(folder_lock_path(root), f"bundle {root}", shared=True), \
+                hold_lock(self.bundle.predictors_dir / f".{name}.lock", f"predictor '{name}' of bundle {root}"):
+            if bundle_hash(read_manifest(root)) != self.bundle.hash:
+                raise BusyError(f"bundle {root} was replaced while calibration started (by l2p export?); "
+                                "run the calibration again")
+            return self._run()
+
+    def _run(self) -> Predictor:
         cfg = self.cfg
         folder = self.bundle.predictor_dir(cfg.name)
         settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash}))

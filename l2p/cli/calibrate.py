@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..calibration.fit import PRIORS, SOLVERS
-from ..errors import InputError
 from ..sampling.loop import TAPS
 from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_run_options,
                       check_conditioning_args, conditioning, non_negative, open_sampler, positive)
@@ -63,8 +62,6 @@ def run(a: argparse.Namespace) -> int:
                             closed_loop=a.closed_loop,
                             exacts=(-1,) if a.free else tuple(a.exact), priors=tuple(a.prior),
                             ridges=tuple(a.ridges))
-    if not cfg.name.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
     check_conditioning_args(a)
     sampler = open_sampler(a)
     Calibrator(sampler, conditioning(sampler, a), cfg, progress=terminal_bar).run()

@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.add_argument("--max-sequence-length", type=positive, metavar="N",
                    help="T5 token length (default 512 or the model's)")
     e.add_argument("--no-check", action="store_true", help="skip the PyTorch comparison after export")
+    e.add_argument("--force", action="store_true",
+                   help="replace a bundle even when that deletes its predictors that do not match the new one, "
+                        "or files it does not list")
     e.set_defaults(func=run)
 
 
@@ -35,5 +38,5 @@ def run(a: argparse.Namespace) -> int:
         raise InputError("give both --height and --width")
     export_bundle(a.model, a.out, latent_size=tuple(a.latent_size) if a.latent_size else None,
                   image_size=(a.height, a.width) if a.height else None, precision=a.precision,
-                  max_sequence_length=a.max_sequence_length, check=not a.no_check)
+                  max_sequence_length=a.max_sequence_length, check=not a.no_check, force=a.force)
     return 0

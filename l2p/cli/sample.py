@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import InputError
+from ..sampling.settings import METHOD_CHOICES
 from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
                       add_run_options, check_conditioning_args, conditioning, open_sampler, run_settings)
 
@@ -29,11 +31,15 @@ def run(a: argparse.Namespace) -> int:
     from ..progress import terminal_bar
     from ..run_record import run_record
     from ..sampling.pipeline import save_images
+    from ..sampling.run_dir import RUN_FORMAT, check_run_out, run_folder
 
     settings = run_settings(a)
+    if settings.parsed_method.kind == "full" and settings.full_steps not in (None, settings.steps):
+        raise InputError(f"--full-steps {settings.full_steps} with --method full: full compute runs the transformer "
+                         f"on all {settings.steps} steps; drop --full-steps, or choose a cached method "
+                         f"({', '.join(METHOD_CHOICES[1:])})")
     check_conditioning_args(a)
-    if Path(a.out).exists() and not Path(a.out).is_dir():
-        raise InputError(f"--out {a.out} is a file; give a folder for the images, latents.npz and run.json")
+    check_run_out(Path(os.path.realpath(a.out)))  # a file, or a folder holding anything but an earlier run
     sampler = open_sampler(a, guidance=settings.guidance)
     cond = conditioning(sampler, a)
     rows = len(next(iter(cond.values())))
@@ -53,17 +59,18 @@ def run(a: argparse.Namespace) -> int:
     bar = terminal_bar(settings.steps, f"sampling ({settings.method})", "step")
     res = sampler.run(cond, settings, initial=initial, progress=lambda i: bar.update(1))
     bar.close()
-    paths = save_images(res.images, out) if res.images is not None and res.images.size else []
-    save_npz(out / "latents.npz", initial=res.initial, final=res.final)
-    computed = res.loop.computed_steps
     prompts = list(a.prompt or [])
     if a.index is not None and prompts:
         prompts = prompts[a.index:a.index + 1]
     threads = resolve_threads(a.threads) if a.backend.startswith("onnxruntime") else a.threads
-    record = run_record(sampler, settings, res, prompts=prompts, images=paths, threads=threads, index=a.index,
-                        backend=a.backend, device=a.device,
-                        conditioning=str(a.conditioning) if a.conditioning else None,
-                        initial_latents=str(a.initial_latents) if a.initial_latents else None)
-    write_json(out / "run.json", record)
-    print(f"{len(paths)} image(s), {computed}/{settings.steps} full steps, {res.seconds:.2f} s -> {out}/")
+    with run_folder(out) as stage:  # replaces an earlier run at --out as a whole, once this one is written
+        paths = save_images(res.images, stage) if res.images is not None and res.images.size else []
+        save_npz(stage / "latents.npz", initial=res.initial, final=res.final)
+        record = run_record(sampler, settings, res, prompts=prompts, images=paths, threads=threads, index=a.index,
+                            backend=a.backend, device=a.device,
+                            conditioning=str(a.conditioning) if a.conditioning else None,
+                            initial_latents=str(a.initial_latents) if a.initial_latents else None)
+        write_json(stage / "run.json", {"format": RUN_FORMAT, **record})
+    print(f"{len(paths)} image(s), {res.loop.computed_steps}/{settings.steps} full steps, {res.seconds:.2f} s "
+          f"-> {out}/")
     return 0

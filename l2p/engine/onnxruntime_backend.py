@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, L2PError, MissingDependencyError, missing_extra
+from ..errors import ArtifactError, InputError, L2PError, MissingDependencyError, missing_extra
+from ..failures import first_line
 from ..spec import IOSpec
 from .base import Engine
 from .device_array import ArrayMeta, device_index, device_ptr, empty, import_cupy, is_cupy
@@ -169,7 +170,14 @@ class OrtEngine(Engine):
         return PROVIDERS.get(backend) in DEVICE_PROVIDERS
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self._outputs, {k: np.ascontiguousarray(v) for k, v in feed.items()})
+        try:
+            outs = self.session.run(self._outputs, {k: np.ascontiguousarray(v) for k, v in feed.items()})
+        except Exception as e:
+            if not type(e).__module__.startswith("onnxruntime"):
+                raise
+            raise ArtifactError(f"the {self.name} engine ({self.backend}) failed in ONNX Runtime: {type(e).__name__}: "
+                                f"{first_line(e)}; the graph does not accept the inputs its I/O spec promises or is "
+                                "damaged: re-export the bundle (or re-calibrate the predictor)") from None
         return dict(zip(self._outputs, outs))
 
     def to_device(self, array: np.ndarray) -> Any:

@@ -45,6 +45,7 @@ _KEYS = {
     "feature", "latent", "fit_stats", "created_by", "files",
 }
 COEFFICIENT_DTYPE = {"fit": "float64", "npz": "float64", "onnx": "float32"}
+MAX_NAME = 64  # predictor names are folder names; file systems allow 255 bytes
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,16 @@ def fingerprint(directory: str | os.PathLike[str]) -> dict[str, str]:
     raw = (root / MANIFEST).read_bytes()
     coeffs = json.loads(raw)["files"][COEFFICIENTS]["sha256"]
     return {"sha256": hashlib.sha256(raw).hexdigest(), "coefficients_sha256": str(coeffs)}
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A predictor name: a plain folder name (letters, digits, '-', '_'), never a path."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME \
+            or not name.replace("-", "").replace("_", "").isalnum():
+        text = str(name)
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise InputError(f"{flag} {shown!r}: predictor names use 1..{MAX_NAME} letters, digits, '-' and '_'")
+    return name
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from .loop import Capture, Forecaster, LoopResult, denoise
 from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
 from .settings import RunSettings, check_guidance
-from .text import load_tokenizers
+from .text import check_text, load_tokenizers
+
 
 @dataclass
 class SampleResult:
@@ -103,6 +104,8 @@ class Sampler:
         """Conditioning rows for ``prompts`` through the bundle's text encoders."""
         if not prompts or any(not isinstance(p, str) for p in prompts):
             raise InputError("give at least one prompt text")
+        for i, p in enumerate(prompts):
+            check_text(p, f"prompt {i}")
         check_bound("cond_rows", len(prompts), "the number of prompts", "sample or calibrate in several runs",
                     error=InputError)
         for i, p in enumerate(prompts):

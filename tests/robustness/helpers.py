@@ -57,7 +57,10 @@ def cli(argv: list[str]) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
+        try:
+            rc = main(argv)
+        except SystemExit as e:  # argparse refused the arguments
+            rc = int(e.code or 0)
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -149,8 +152,8 @@ def truncate(path: Path) -> None:
 
 
 def make_predictor(bundle: Path, name: str, steps: int, full_steps: int, *, tap: str = "output",
-                   bundle_hash: str | None = None) -> Path:
-    """A predictor folder in ``bundle`` without calibrating: the TaylorSeer-2 table saved as one."""
+                   bundle_hash: str | None = None, method: str = "taylorseer2") -> Path:
+    """A predictor folder in ``bundle`` without calibrating: a preset's table (TaylorSeer-2) saved as one."""
     from l2p.bundle import open_bundle
     from l2p.predictor.artifact import save_predictor
     from l2p.predictor.presets import preset
@@ -158,7 +161,7 @@ def make_predictor(bundle: Path, name: str, steps: int, full_steps: int, *, tap:
     from l2p.sampling.methods import feature_spec
 
     b = open_bundle(bundle)
-    table = preset("taylorseer2", interval_schedule(steps, full_steps, 1), steps)
+    table = preset(method, interval_schedule(steps, full_steps, 1), steps)
     folder = b.predictors_dir / name
     save_predictor(folder, table=table, feature_spec=feature_spec(b, "output"), name=name, method="l2p",
                    tap=tap, bundle_hash=bundle_hash or b.hash, scheduler_hash=b.scheduler_hash)

@@ -72,7 +72,7 @@ def test_bad_arguments(flux_bundle: Path, cond_file: Path, tmp_path: Path, capsy
     assert "needs --full-steps" in _err(capsys, [*base, "--steps", "10", "--method", "fora"])
     assert "unknown method" in _err(capsys, [*base, "--method", "magic"])
     assert "--index" in _err(capsys, [*base, "--index", "5"])
-    assert "no text encoders" in _err(capsys, ["sample", str(flux_bundle), "--prompt", "hi", "--out", str(tmp_path)])
+    assert "no text encoders" in _err(capsys, ["sample", str(flux_bundle), "--prompt", "hi", "--out", str(tmp_path / "o")])
     assert "no predictor" in _err(capsys, [*base, "--steps", "10", "--method", "l2p:nope"])
     assert "not a bundle" in _err(capsys, ["sample", str(tmp_path), "--conditioning", str(cond_file),
                                            "--out", str(tmp_path / "x")])
