@@ -59,7 +59,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         methods = [*methods, "l2p:bench-{M}"]
     seeds = range(BENCH_SEED0, BENCH_SEED0 + a.seeds)
     report = run_bench(sampler, cond, a.steps, budgets, methods, seeds,
-                       log=(lambda s: None) if a.json else print)
+                       log=(lambda s: None) if a.json else print, repeats=a.repeats)
     if a.plot:
         plot(report, Path(a.plot))
     print(json.dumps(report, indent=2) if a.json else format_table(report))
@@ -139,6 +139,8 @@ def _register(sub: Any) -> None:
     b.add_argument("--calib-conditioning", help="calibration COND.npz (default: the bench conditioning)")
     b.add_argument("--calib-seeds", type=_positive, default=4)
     b.add_argument("--seeds", type=_positive, default=2, help="bench seeds (1000, 1001, ...)")
+    b.add_argument("--repeats", type=_positive, default=3,
+                   help="timed rounds, each running every method once (after one untimed run per seed)")
     b.add_argument("--plot", help="write a PNG of quality vs. speed-up here")
     b.add_argument("--json", action="store_true")
     b.add_argument("--threads", type=int)

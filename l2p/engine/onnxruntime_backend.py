@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, L2PError, MissingDependencyError, missing_extra
+from ..errors import L2PError, MissingDependencyError
 from ..spec import IOSpec
 from .base import Engine
+from .ort_options import import_ort as _import_ort
+from .ort_options import session_options  # noqa: F401  (re-exported for ort_device)
 
 PROVIDERS = {
     "onnxruntime": "CPUExecutionProvider",
@@ -23,42 +25,11 @@ PROVIDERS = {
     "onnxruntime-cuda": "CUDAExecutionProvider",
     "onnxruntime-tensorrt": "TensorrtExecutionProvider",
 }
-MAX_THREADS_PER_CORE = 4  # --threads above this many per core is refused
 _EXTRA = {
     "CPUExecutionProvider": "base install",
     "CUDAExecutionProvider": "gpu",
     "TensorrtExecutionProvider": "tensorrt",
 }
-
-
-def _import_ort() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise missing_extra("onnxruntime", "gpu", "the onnxruntime backend") from None
-    return ort
-
-
-def session_options(threads: int | None = None, deterministic: bool = True) -> Any:
-    """Session options: full graph optimisation; fixed thread count for reproducible timing."""
-    ort = _import_ort()
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    if threads is None:
-        env = os.environ.get("L2P_THREADS", "0").strip()
-        if not env.isdigit():
-            raise InputError(f"L2P_THREADS={env!r} is not a thread count; set a positive integer or unset it")
-        threads = int(env) or (os.cpu_count() or 1)
-    limit = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
-    if not 1 <= threads <= limit:  # onnxruntime would start them all: thousands exhaust the memory
-        raise InputError(f"--threads {threads} is out of range; use 1..{limit} ({os.cpu_count()} cores here)")
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if deterministic:
-        so.use_deterministic_compute = True
-    return so
 
 
 def check_provider(provider: str, available: Sequence[str]) -> None:
@@ -81,6 +52,8 @@ class OrtEngine(Engine):
         provider: ``CPUExecutionProvider`` (default), ``CUDAExecutionProvider`` or
             ``TensorrtExecutionProvider``.
         threads: intra-op threads (default: all cores, or ``$L2P_THREADS``).
+        spinning: let idle intra-op workers busy-wait (the transformer); ``False`` for engines
+            that run between the transformer's calls (see :mod:`l2p.engine.ort_options`).
     """
 
     def __init__(
@@ -91,6 +64,7 @@ class OrtEngine(Engine):
         provider: str = "CPUExecutionProvider",
         threads: int | None = None,
         provider_options: Mapping[str, Any] | None = None,
+        spinning: bool = True,
     ) -> None:
         super().__init__(name, spec)
         ort = _import_ort()
@@ -98,7 +72,7 @@ class OrtEngine(Engine):
         self.backend = {v: k for k, v in PROVIDERS.items()}.get(provider, provider)
         opts = [dict(provider_options or {})]
         model = onnx_path if isinstance(onnx_path, bytes) else str(Path(onnx_path))
-        so = session_options(threads)
+        so = session_options(threads, spinning=spinning)
         try:
             self.session = ort.InferenceSession(model, sess_options=so, providers=[provider], provider_options=opts)
         except Exception as e:  # onnxruntime raises its own exception types

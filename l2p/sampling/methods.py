@@ -12,6 +12,7 @@ from ..engine.onnxruntime_backend import OrtEngine
 from ..errors import InputError, MismatchError
 from ..predictor.artifact import load_predictor
 from ..predictor.graph import OUTPUT, build_predictor_graph, predictor_io_spec
+from ..predictor.host import HostPredictor, is_predictor_spec
 from ..predictor.presets import PRESETS, preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
@@ -25,8 +26,14 @@ EngineFactory = Callable[[str | os.PathLike[str] | bytes, IOSpec, str], Engine]
 
 
 def host_engines(threads: int | None = None) -> EngineFactory:
-    """ONNX Runtime CPU engines, the default for predictor and head graphs."""
-    return lambda source, spec, name: OrtEngine(source, spec, name=name, threads=threads)
+    """The CPU engines of a cached run's small graphs: the predictor applied in numpy (no session, no
+    thread pool), the head on ONNX Runtime with idle workers sleeping, so that neither takes cores
+    from the transformer's next step (see :mod:`l2p.engine.ort_options`)."""
+    def make(source: str | os.PathLike[str] | bytes, spec: IOSpec, name: str) -> Engine:
+        if is_predictor_spec(spec):
+            return HostPredictor(source, spec, name)
+        return OrtEngine(source, spec, name=name, threads=threads, spinning=False)
+    return make
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,8 @@ class Sampler:
                 self._engines[graph] = load_device_engine(self.backend, path, spec, name=graph,
                                                           device_id=self.device_id, **opts)
             else:
+                if self.backend.startswith("onnxruntime"):  # only the transformer's idle workers spin
+                    opts["spinning"] = graph == "transformer"
                 self._engines[graph] = load_engine(self.backend, path, spec, name=graph, **opts)
         return self._engines[graph]
 
