@@ -3,7 +3,8 @@
 1. export the model to a bundle (skipped when up to date);
 2. sample held-out captions with full compute, check each image against its caption, write a grid;
 3. calibrate an L2P predictor on training captions and show full vs. L2P vs. fixed-formula caches
-   side by side, with speed and PSNR (``--no-compare`` skips this part).
+   side by side, with speed and PSNR (``--no-compare`` skips this part). Speed-ups are timed as
+   ``l2p bench`` times them (:mod:`l2p.timing`: warm-up, interleaved rounds, median and range).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from .metrics import image_metrics
 from .models import BUILTIN
+from .timing import NOISE_NOTE, format_speedup, interleaved, is_noise
 
 CAPTIONS_FALLBACK = ["a red circle at the top left", "a blue square at the center",
                      "a green triangle at the bottom right", "a yellow circle at the right"]
@@ -80,7 +82,8 @@ def save_grid(columns: dict[str, np.ndarray], captions: list[str], path: Path,
     return path
 
 
-def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compare: bool = True) -> None:
+def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compare: bool = True,
+             repeats: int = 3) -> None:
     from .export.exporter import export_bundle
     from .sampling.pipeline import Sampler
 
@@ -109,18 +112,30 @@ def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compa
     print(f"  calibration took {time.perf_counter() - t0:.1f} s")
     columns = {f"full ({steps})": full.images}
     marks = {f"full ({steps})": ok}
-    lines = [f"{'method':14s} {'full steps':>10s} {'speed-up':>9s} {'PSNR dB':>8s} {'SSIM':>6s}  checker"]
-    for method in (f"l2p:demo-{full_steps}", "taylorseer2", "fora"):
-        sampler.sample(cond, seed=0, steps=steps, method=method, full_steps=full_steps, decode=False)  # warm
-        r = sampler.sample(cond, seed=0, steps=steps, method=method, full_steps=full_steps)
+    methods = (f"l2p:demo-{full_steps}", "taylorseer2", "fora")
+    results = {m: sampler.sample(cond, seed=0, steps=steps, method=m, full_steps=full_steps) for m in methods}
+    # the runs above (and the first full run) were the warm-ups; now interleaved timed rounds
+    tasks = {"full": lambda: sampler.sample(cond, seed=0, steps=steps, decode=False).seconds}
+    for m in methods:
+        tasks[m] = lambda m=m: sampler.sample(cond, seed=0, steps=steps, method=m, full_steps=full_steps,
+                                              decode=False).seconds
+    times = interleaved(tasks, repeats=repeats, warmup=0)
+    bound = steps / full_steps  # the transformer-FLOPs reduction, an upper bound on any real speed-up
+    lines = [f"{'method':14s} {'full steps':>10s} {'speed-up':>9s} {'range':>11s} {'PSNR dB':>8s} {'SSIM':>6s}  checker"]
+    for method, r in results.items():
         assert r.images is not None
         psnr, ssim = image_metrics(r.images, full.images)
         m_ok = _check(r.images, captions, model)
         label = f"{method.split(':')[0]} ({full_steps}/{steps})"
         columns[label], marks[label] = r.images, m_ok
         acc = f"{sum(bool(x) for x in m_ok)}/{len(m_ok)}" if m_ok[0] is not None else "-"
-        lines.append(f"{method.split(':')[0]:14s} {full_steps:10d} {full.seconds / r.seconds:8.2f}x "
-                     f"{psnr:8.2f} {ssim:6.3f}  {acc}")
+        speed = times[method].ratio_to(times["full"])
+        lines.append(f"{method.split(':')[0]:14s} {full_steps:10d} {format_speedup(speed.median, bound):>9s} "
+                     f"{speed.low:5.2f}-{speed.high:<5.2f} {psnr:8.2f} {ssim:6.3f}  {acc}")
+    lines.append(f"speed-up: denoising loop, median of {repeats} interleaved rounds against full compute "
+                 f"({steps / full_steps:.1f}x fewer transformer steps)")
+    if any(is_noise(times[m].ratio_to(times["full"]).median, bound) for m in methods):
+        lines.append(NOISE_NOTE)
     path = save_grid(columns, captions, out / "compare.png", marks,
                      title=f"full compute vs. cached sampling at {full_steps}/{steps} transformer steps")
     print("\n".join(lines))

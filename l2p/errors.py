@@ -45,7 +45,8 @@ class BusyError(L2PError):
 
 def missing_extra(module: str, extra: str, what: str) -> MissingDependencyError:
     """Build the error for an optional dependency that could not be imported."""
-    return MissingDependencyError(
-        f"{what} needs the Python package '{module}', which is not installed; "
-        f"install it with: pip install 'l2p[{extra}]'"
-    )
+    how = f"pip install 'l2p[{extra}]'"
+    if extra in ("gpu", "tensorrt"):  # one extra per CUDA major version
+        how += f" (CUDA 12), or pip install 'l2p[{extra}-cu13]' (CUDA 13)"
+    return MissingDependencyError(f"{what} needs the Python package '{module}', which is not installed; "
+                                  f"install it with: {how}")

@@ -9,6 +9,7 @@ import numpy as np
 from l2p.bench import format_table, run_bench
 from l2p.metrics import psnr_db
 from l2p.sampling.pipeline import Sampler
+from l2p.timing import NOISE_NOTE
 
 
 def test_psnr_db_against_the_definition() -> None:
@@ -39,8 +40,12 @@ def test_bench_rows(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None
     want = np.mean([10 * np.log10(np.ptp(r) ** 2 / np.mean((f.astype(np.float64) - r) ** 2))
                     for f, r in zip(np.concatenate(fin), np.concatenate(ref))])
     assert abs(rows["fora"]["latent_psnr_db"] - want) < 1e-6
+    assert report["repeats"] == 3 and rows["full"]["speedup"] == 1.0  # each round's full run against itself
+    for name in ("fora", "lagrange2"):
+        assert rows[name]["speedup_low"] <= rows[name]["speedup"] <= rows[name]["speedup_high"]
     table = format_table(report)
-    assert "latent dB" in table and "float dB" in table and len(table.splitlines()) == 5
+    assert "latent dB" in table and "float dB" in table
+    assert [line.split()[0] for line in table.splitlines()[2:5]] == ["full", "fora", "lagrange2"]
 
 
 def test_bench_checks_methods_before_computing(flux_bundle: Path, flux_cond: dict[str, np.ndarray], tmp_path: Path,
@@ -98,3 +103,16 @@ def test_plot_labels_and_legend(tmp_path: Path) -> None:
 
     with Image.open(path) as im:
         assert im.width > im.height > 200
+
+
+def test_speedups_above_the_flops_reduction_are_marked_as_noise() -> None:
+    def row(method: str, speedup: float) -> dict[str, object]:
+        return {"method": method, "schedule": "interval", "full_steps": 10, "flops_reduction": 4.98,
+                "speedup": speedup, "speedup_low": speedup - 0.1, "speedup_high": speedup + 0.1, "psnr_db": 30.0,
+                "ssim": 0.9, "seconds": 1.0, "peak_rss_mb": 100.0}
+
+    table = format_table({"repeats": 3, "rows": [row("fora", 4.90)]})
+    assert " 4.90x " in table and "*" not in table and "noise" not in table
+    table = format_table({"repeats": 3, "rows": [row("fora", 4.90), row("taylorseer2", 5.31)]})
+    lines = table.splitlines()
+    assert " 5.31x* " in lines[3] and "*" not in lines[2] and lines[-1] == NOISE_NOTE

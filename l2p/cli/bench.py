@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="calibration seeds per condition for --calibrate (0, 1, ...)")
     b.add_argument("--seeds", type=positive, default=2, metavar="N",
                    help="bench seeds per condition (1000, 1001, ...: disjoint from calibration seeds)")
+    b.add_argument("--repeats", type=positive, default=3, metavar="N",
+                   help="timed rounds, each running every method once, interleaved (after one untimed run per seed)")
     b.add_argument("--plot", metavar="PNG", help="write a plot of quality vs. FLOPs reduction here")
     add_output_options(b, json=True)
     add_engine_options(b, device=False)
@@ -68,7 +70,7 @@ def run(a: argparse.Namespace) -> int:
             Calibrator(sampler, calib, cfg, log=log, progress=terminal_bar).run()
         methods = [*methods, "l2p:bench-{M}"]
     seeds = range(BENCH_SEED0, BENCH_SEED0 + a.seeds)
-    report = run_bench(sampler, cond, steps, budget_list, methods, seeds, log=log)
+    report = run_bench(sampler, cond, steps, budget_list, methods, seeds, log=log, repeats=a.repeats)
     if a.plot:
         plot(report, Path(a.plot))
     print(json.dumps(report, indent=2) if a.json else format_table(report))

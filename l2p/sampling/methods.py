@@ -11,6 +11,7 @@ from ..engine.registry import open_engine
 from ..errors import InputError
 from ..predictor.artifact import Expect, load_predictor
 from ..predictor.graph import build_predictor_graph, predictor_io_spec
+from ..predictor.host import HostPredictor, is_predictor_spec
 from ..predictor.presets import preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
@@ -23,8 +24,14 @@ EngineFactory = Callable[[str | os.PathLike[str] | bytes, IOSpec, str], Engine]
 
 
 def host_engines(threads: int | None = None) -> EngineFactory:
-    """ONNX Runtime CPU engines, the default for predictor and head graphs."""
-    return lambda source, spec, name: open_engine("onnxruntime", source, spec, name=name, threads=threads)
+    """The CPU engines of a cached run's small graphs: the predictor applied in numpy (no session, no
+    thread pool), the head on ONNX Runtime with idle workers sleeping, so that neither takes cores
+    from the transformer's next step (see :mod:`l2p.engine.ort_options`)."""
+    def make(source: str | os.PathLike[str] | bytes, spec: IOSpec, name: str) -> Engine:
+        if is_predictor_spec(spec):
+            return HostPredictor(source, spec, name)
+        return open_engine("onnxruntime", source, spec, name=name, threads=threads, spinning=False)
+    return make
 
 
 def feature_spec(bundle: Bundle, tap: str) -> TensorSpec:

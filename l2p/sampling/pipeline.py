@@ -89,6 +89,8 @@ class Sampler:
                 opts["use_cuda_graph"] = True
             if self.backend == "tensorrt":
                 opts["bundle"] = self.bundle  # its plan cache and graph hashes, without reopening it
+            elif self.backend.startswith("onnxruntime") and not self.on_device:
+                opts["spinning"] = graph == "transformer"  # only the transformer's idle workers spin
             device = f"cuda:{self.device_id}" if self.on_device else "cpu"
             self._engines[graph] = open_engine(self.backend, self.bundle.onnx_path(graph), self.bundle.spec(graph),
                                                name=graph, device=device, **opts)
