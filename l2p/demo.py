@@ -121,7 +121,8 @@ def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compa
                                               decode=False).seconds
     times = interleaved(tasks, repeats=repeats, warmup=0)
     bound = steps / full_steps  # the transformer-FLOPs reduction, an upper bound on any real speed-up
-    lines = [f"{'method':14s} {'full steps':>10s} {'speed-up':>9s} {'range':>11s} {'PSNR dB':>8s} {'SSIM':>6s}  checker"]
+    lines = [f"{'method':14s} {'full steps':>10s} {'speed-up':>9s} {'range':>11s} {'PSNR dB':>8s} "
+             f"{'SSIM':>6s}  checker"]
     for method, r in results.items():
         assert r.images is not None
         psnr, ssim = image_metrics(r.images, full.images)

@@ -138,7 +138,8 @@ def main() -> None:
             print(f"ONNX Runtime profile, {name}:\n{profile(path, feed, a.threads)}")
     ms = lambda st: f"{st.median * 1e3:8.2f} ({st.low * 1e3:.1f}-{st.high * 1e3:.1f})"  # noqa: E731
     print(f"{'config':8s} {'params M':>8s} {'img tok':>7s} {'txt tok':>7s} {'ORT CPU ms (range)':>24s} "
-          f"{'PyTorch ms (range)':>24s} {'ratio':>6s}" + (f" {'fused ms (range)':>24s} {'ratio':>6s}" if a.fused else ""))
+          f"{'PyTorch ms (range)':>24s} {'ratio':>6s}"
+          + (f" {'fused ms (range)':>24s} {'ratio':>6s}" if a.fused else ""))
     for name, params, tokens, txt, t, errs in rows:
         line = (f"{name:8s} {params:8.2f} {tokens:7d} {txt:7d} {ms(t['ort']):>24s} {ms(t['torch']):>24s} "
                 f"{t['torch'].median / t['ort'].median:5.2f}x")
