@@ -125,18 +125,22 @@ def test_sample_out_in_use(flux_bundle: Path, cond_file: Path, tmp_path: Path) -
 # the environment: read-only or full disks, impossible paths ------------------------------------
 @contextmanager
 def os_error_under(root: Path, err: int, *calls: str) -> Iterator[None]:
-    """``os.open`` and ``os.mkdir`` (or the given calls) fail with ``err`` under ``root``, as on a
-    read-only (``os.fsync``: a full) disk."""
+    """``os.open`` for writing and ``os.mkdir`` (or the given calls) fail with ``err`` under ``root``,
+    as on a read-only (``os.fsync``: a full) disk."""
     with contextlib.ExitStack() as stack:
         for call in calls or ("open", "mkdir"):
-            stack.enter_context(mock.patch(f"os.{call}", _failing(getattr(os, call), root, err)))
+            stack.enter_context(mock.patch(f"os.{call}", _failing(getattr(os, call), root, err, call == "open")))
         yield
 
 
-def _failing(real: Callable[..., object], root: Path, err: int) -> Callable[..., object]:
+def _failing(real: Callable[..., object], root: Path, err: int, is_open: bool) -> Callable[..., object]:
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
     def fake(target: object, *a: object, **k: object) -> object:
         path = os.readlink(f"/proc/self/fd/{target}") if isinstance(target, int) else os.fsdecode(target)
-        if Path(path).is_relative_to(root):
+        flags = a[0] if a else k.get("flags", writing)
+        reading = is_open and isinstance(flags, int) and not flags & writing  # a read-only disk still reads
+        if Path(path).is_relative_to(root) and not reading:
             raise OSError(err, os.strerror(err), path)
         return real(target, *a, **k)
     return fake
