@@ -19,6 +19,7 @@ from l2p.predictor.schedule import interval_schedule
 from l2p.predictor.table import CoefficientTable
 from l2p.sampling.methods import forecaster_from_table, make_forecaster
 from l2p.sampling.pipeline import Sampler
+from l2p.sampling.settings import RunSettings
 
 
 def _options(engine: OrtEngine) -> dict[str, object]:
@@ -40,7 +41,7 @@ def test_session_options_of_the_run_engines(flux_bundle: Path) -> None:
     fc = forecaster_from_table(s.bundle, table, "residual", "p", threads=3)
     assert isinstance(fc.engine, HostPredictor)  # numpy: no session at all
     assert isinstance(fc.head, OrtEngine) and _options(fc.head) == {**common, "spin": "0"}
-    preset = make_forecaster(s.bundle, "taylorseer2", 12, 4, threads=3)
+    preset = make_forecaster(s.bundle, RunSettings(steps=12, method="taylorseer2", full_steps=4), threads=3)
     assert preset is not None and isinstance(preset.engine, HostPredictor) and preset.head is None
 
 
