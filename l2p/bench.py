@@ -221,6 +221,25 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def draw_quality(ax: Any, report: dict[str, Any], keep: Callable[[dict[str, Any]], bool] = lambda r: True) -> None:
+    """Quality (PSNR) vs. FLOPs reduction on a matplotlib ``ax``, one line per method (the rows
+    ``keep`` accepts; full compute is never drawn)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in report["rows"]:
+        if r["method"] == "full" or not keep(r):
+            continue
+        key = r["method"] if r["schedule"] in ("interval", "own") else f"{r['method']} (schedule {r['schedule']})"
+        key = key.replace("-" + str(r["full_steps"]), "")  # one line per predictor family over budgets
+        series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
+    for key, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key)
+    ax.set_xlabel("transformer FLOPs reduction (x)")
+    ax.set_ylabel("PSNR vs. full compute (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot(report: dict[str, Any], path: Path) -> Path:
     """PNG of quality (PSNR) vs. FLOPs reduction, one line per method."""
     import matplotlib
@@ -231,21 +250,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     from .atomic import atomic_open
 
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in report["rows"]:
-        if r["method"] == "full":
-            continue
-        key = r["method"] if r["schedule"] in ("interval", "own") else f"{r['method']} (schedule {r['schedule']})"
-        key = key.replace("-" + str(r["full_steps"]), "")  # one line per predictor family over budgets
-        series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
-    for key, pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key)
-    ax.set_xlabel("transformer FLOPs reduction (x)")
-    ax.set_ylabel("PSNR vs. full compute (dB)")
+    draw_quality(ax, report)
     ax.set_title(f"quality vs. speed-up, {report['steps']} steps")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
