@@ -31,6 +31,10 @@ class NumericalError(L2PError, FloatingPointError):
     """An engine produced NaN or Inf."""
 
 
+class ServerError(L2PError):
+    """An external server l2p runs (tritonserver) failed to start or stopped on its own."""
+
+
 class UnsupportedModelError(L2PError):
     """The model class or configuration is not supported by l2p."""
 

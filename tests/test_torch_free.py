@@ -29,6 +29,7 @@ def test_runtime_modules_do_not_import_torch() -> None:
         import l2p.cli, l2p.cli.options, l2p.demo, l2p.validation.backends
         from l2p.families import FAMILIES
         runtimes = [f.runtime_class() for f in FAMILIES]  # every family's runtime and latent record
+        import l2p.serve.backend, l2p.serve.client, l2p.serve.local, l2p.serve.repository, l2p.serve.triton_model
         assert "torch" not in sys.modules
         print("ok")
     """)

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import L2PError
-from . import bench, build, calibrate, demo, export, sample, validate
+from . import bench, build, calibrate, demo, export, sample, serve, triton_repo, validate
 
 #: the subcommands, in the order ``l2p --help`` lists them
-COMMANDS = (export, validate, sample, calibrate, bench, build, demo)
+COMMANDS = (export, validate, sample, calibrate, bench, build, demo, triton_repo, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
