@@ -10,13 +10,14 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from .safe_io import load_npz  # noqa: F401  (the bounded .npz reader; callers import it from here too)
 
 
 @contextmanager
@@ -58,16 +59,6 @@ def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
             raise TypeError(f"refusing to save object array '{name}' (it would need pickle)")
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
-
-
-def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` file, never unpickling."""
-    with open(path, "rb") as f:
-        if not zipfile.is_zipfile(f):  # np.load would guess "pickle" and suggest unpickling it
-            raise ValueError(f"{Path(path).name} is not a .npz archive (numpy.savez writes one)")
-        f.seek(0)
-        with np.load(f, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -1,8 +1,9 @@
 """``l2p bench``: methods at equal budgets on the same seeds.
 
 For each method: full steps, transformer-FLOPs reduction counted from the ONNX graphs (predictor
-and head included), measured latency speedup of the denoising loop, quality against full compute
-and peak resident memory. Torch-free.
+and head included), measured latency speedup of the denoising loop (median and range of
+interleaved rounds, :mod:`l2p.timing`; above the FLOPs reduction it is marked as noise), quality
+against full compute and peak resident memory. Torch-free.
 
 Quality, each the mean over images of the PSNR against the full-compute image from the same seed:
 
@@ -35,6 +36,7 @@ from .sampling.loop import Forecaster
 from .sampling.methods import l2p_forecaster, preset_forecaster
 from .sampling.settings import Method
 from .sampling.pipeline import Sampler, to_uint8
+from .timing import NOISE_NOTE, format_speedup, interleaved, is_noise
 
 BENCH_SEED0 = 1000  # bench seeds start here: disjoint from calibration seeds (0, 1, ...)
 
@@ -79,30 +81,50 @@ class Row:
     schedule: str
     full_steps: int
     flops_reduction: float
-    speedup: float
+    speedup: float  # median over the timed rounds of (full run's seconds / this run's seconds), paired per round
     psnr_db: float
     ssim: float
-    seconds: float
+    seconds: float  # median seconds per run (denoising loop only)
     peak_rss_mb: float
     psnr_float_db: float = float("nan")
     latent_psnr_db: float = float("nan")
+    speedup_low: float = float("nan")  # range of the per-round speed-ups
+    speedup_high: float = float("nan")
+
+
+@dataclass
+class Entry:
+    """One method to bench: its label, forecaster (``None`` = full compute) and schedule name."""
+
+    label: str
+    fc: Forecaster | None
+    schedule: str
 
 
 class Bench:
-    """Runs methods on one sampler, one conditioning set and fixed seeds."""
+    """Runs methods on one sampler, one conditioning set and fixed seeds.
+
+    Each method first runs once per seed, untimed: that gives its images (quality), its peak
+    memory, and warms it up. Then :func:`l2p.timing.interleaved` times ``repeats`` rounds, each
+    running every method once (seed ``seeds[0]``), so load that comes and goes hits all alike.
+    """
 
     def __init__(self, sampler: Sampler, cond: dict[str, np.ndarray], steps: int, seeds: Sequence[int],
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, repeats: int = 3) -> None:
+        if repeats < 1:
+            raise InputError(f"--repeats {repeats}: give at least 1 timed round")
         self.s = sampler
         self.cond = cond
         self.steps = steps
         self.seeds = list(seeds)
+        if not self.seeds:
+            raise InputError("bench needs at least one seed; give --seeds N with N >= 1")
         self.log = log
+        self.repeats = repeats
         b = sampler.bundle
         dims = self._dims()
         self.f_transformer = count_flops(b.onnx_path("transformer"), dims, strict=False)
         self.f_head = count_flops(b.onnx_path("head"), dims, strict=False) if b.has("head") else 0
-        self._ref: dict[str, Any] | None = None
 
     def _dims(self) -> dict[str, int]:
         shape = self.s.rt.latent_shape(1)
@@ -111,43 +133,45 @@ class Bench:
             {**feed, **self.s.rt.step_inputs(np.zeros(shape, np.float32), 1.0)}, "bench")
         return dims
 
-    def _run(self, fc: Forecaster | None) -> dict[str, Any]:
-        """``images`` (uint8, or for bundles without an image decoder spatial latents), ``float``
-        images (or ``None``), ``finals`` (packed final latents), median ``seconds``, peak ``mem`` MB."""
-        images, floats, finals, secs = [], [], [], []
-        self.s.sample(self.cond, self.seeds[0], self.steps, forecaster=fc, decode=False)  # warm-up
+    def outputs(self, fc: Forecaster | None) -> dict[str, Any]:
+        """One untimed run per seed: ``images`` (uint8, or for bundles without an image decoder
+        spatial latents), ``float`` images (or ``None``), ``finals`` (packed final latents), peak ``mem`` MB."""
+        images, floats, finals = [], [], []
         with PeakRSS() as mem:
             for seed in self.seeds:
-                r = self.s.sample(self.cond, seed, self.steps, forecaster=fc, decode=False)
-                secs.append(r.seconds)
-                finals.append(r.final)
-        for final in finals:  # decoding is not part of the timed loop
+                finals.append(self.s.sample(self.cond, seed, self.steps, forecaster=fc, decode=False).final)
+        for final in finals:  # decoding is not part of the loop
             fl = self.s.decode_float(final) if self.s.bundle.has("vae_decoder") else None
             floats.append(fl)
             images.append(to_uint8(fl) if fl is not None else self.s.rt.to_vae_latent(final))
         return {"images": np.concatenate(images), "finals": np.concatenate(finals),
-                "float": None if floats[0] is None else np.concatenate(floats),
-                "seconds": float(np.median(secs)), "mem": mem.peak_mb}
+                "float": None if floats[0] is None else np.concatenate(floats), "mem": mem.peak_mb}
 
-    def reference(self) -> dict[str, Any]:
-        if self._ref is None:
-            self.log(f"full compute: {self.steps} steps x {len(self.seeds)} seeds ...")
-            self._ref = self._run(None)
-        return self._ref
-
-    def row(self, label: str, fc: Forecaster | None, schedule: str) -> Row:
-        ref = self.reference()
-        got = ref if fc is None else self._run(fc)
-        psnr, ssim = image_metrics(got["images"], ref["images"])
-        fpsnr = psnr_db(got["float"], ref["float"], 1.0) if ref["float"] is not None else float("nan")
-        lpsnr = psnr_db(got["finals"], ref["finals"])
-        full = self.steps if fc is None else len(fc.table.computed)
-        row = Row(label, schedule, full, self.flops_reduction(fc), ref["seconds"] / got["seconds"], psnr, ssim,
-                  got["seconds"], got["mem"], fpsnr, lpsnr)
-        self.log(f"  {label:22s} {full:3d} full steps  {row.flops_reduction:5.2f}x FLOPs  "
-                 f"{row.speedup:5.2f}x latency  {psnr:6.2f} dB  float {fpsnr:6.2f} dB  latent {lpsnr:6.2f} dB  "
-                 f"SSIM {ssim:.4f}")
-        return row
+    def rows(self, entries: Sequence[Entry]) -> list[Row]:
+        """Quality, memory and timing of ``entries``; the first must be full compute (the reference)."""
+        if not entries or entries[0].fc is not None:
+            raise InputError("bench: the first entry must be full compute (the reference)")
+        outs = []
+        for e in entries:
+            self.log(f"  {e.label} ({e.schedule}): {len(self.seeds)} seed(s) ...")
+            outs.append(self.outputs(e.fc))
+        self.log(f"timing: {self.repeats} interleaved rounds of {len(entries)} runs ...")
+        seed = self.seeds[0]
+        tasks = {str(n): (lambda fc=e.fc: self.s.sample(self.cond, seed, self.steps, forecaster=fc,
+                                                         decode=False).seconds)
+                 for n, e in enumerate(entries)}
+        times = interleaved(tasks, repeats=self.repeats, warmup=0)
+        ref, ref_t = outs[0], times["0"]
+        rows = []
+        for n, (e, got) in enumerate(zip(entries, outs)):
+            psnr, ssim = image_metrics(got["images"], ref["images"])
+            fpsnr = psnr_db(got["float"], ref["float"], 1.0) if ref["float"] is not None else float("nan")
+            speed = times[str(n)].ratio_to(ref_t)
+            full = self.steps if e.fc is None else len(e.fc.table.computed)
+            rows.append(Row(e.label, e.schedule, full, self.flops_reduction(e.fc), speed.median, psnr, ssim,
+                            times[str(n)].median, got["mem"], fpsnr, psnr_db(got["finals"], ref["finals"]),
+                            speed.low, speed.high))
+        return rows
 
     def flops_reduction(self, fc: Forecaster | None) -> float:
         if fc is None:
@@ -176,15 +200,42 @@ def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
     return count_flops(model, dims, strict=False)
 
 
+def borrowed(owner: str) -> str:
+    """The ``schedule`` label of a preset row run on the computed steps that predictor ``l2p:owner`` chose."""
+    return f"of l2p:{owner}"
+
+
+def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets: Sequence[int]) -> None:
+    """Refuse, before any compute, a method name bench does not know or an ``l2p:NAME``
+    predictor (``{M}`` = each budget) that is missing or made for another bundle, step count or
+    budget; the message says how to make a matching one."""
+    from .predictor.artifact import load_predictor
+    from .sampling.methods import expectation
+
+    for meth in methods:
+        for m_budget in budgets:
+            parsed = Method.parse(meth.replace("{M}", str(m_budget)))
+            if parsed.kind != "l2p":
+                continue
+            folder = sampler.bundle.predictors_dir / parsed.name
+            if not (folder / "predictor.json").is_file():
+                raise InputError(f"--methods {meth}: bundle {sampler.bundle.root} has no predictor '{parsed.name}' "
+                                 f"for budget {m_budget}; make it with: l2p calibrate {sampler.bundle.root} --steps "
+                                 f"{steps} --full-steps {m_budget} --name {parsed.name} (or bench --calibrate)")
+            load_predictor(folder, expect=expectation(sampler.bundle, steps, m_budget))
+
+
 def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets: Sequence[int],
-              methods: Sequence[str], seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
+              methods: Sequence[str], seeds: Sequence[int], log: Callable[[str], None] = print,
+              repeats: int = 3) -> dict[str, Any]:
     """Bench ``methods`` at each budget. ``l2p:NAME`` may contain ``{M}`` (the budget); a method
-    named twice is benched once."""
+    named twice is benched once. Every method is checked (:func:`check_methods`) before the
+    full-compute reference runs; all methods of all budgets are timed together, interleaved."""
     methods = list(dict.fromkeys(methods))
-    bench = Bench(sampler, cond, steps, seeds, log)
-    rows = [bench.row("full", None, "all")]
+    check_methods(sampler, methods, steps, budgets)
+    bench = Bench(sampler, cond, steps, seeds, log, repeats)
+    entries = [Entry("full", None, "all")]
     for m_budget in budgets:
-        log(f"budget {m_budget}/{steps} full steps:")
         l2p_scheds: dict[tuple[int, ...], str] = {}  # schedule -> the predictor that chose it
         for meth in methods:
             if meth == "full":
@@ -193,55 +244,81 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
             if parsed.kind == "l2p":
                 fc = l2p_forecaster(sampler.bundle, parsed.name, steps, m_budget)
                 l2p_scheds.setdefault(fc.table.computed, parsed.name)
-                rows.append(bench.row(str(parsed), fc, "own"))
+                entries.append(Entry(str(parsed), fc, "own"))
         for meth in methods:
             if meth in PRESETS:
-                fc = preset_forecaster(sampler.bundle, meth, steps, m_budget)
-                rows.append(bench.row(meth, fc, "interval"))
+                entries.append(Entry(meth, preset_forecaster(sampler.bundle, meth, steps, m_budget), "interval"))
                 for sched, owner in l2p_scheds.items():
                     if sched != interval_schedule(steps, m_budget):
                         fc = preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=sched)
-                        rows.append(bench.row(meth, fc, f"={owner}"))
-            elif meth != "full" and not meth.startswith("l2p"):
-                raise InputError(f"unknown method '{meth}' for bench")
+                        entries.append(Entry(meth, fc, borrowed(owner)))
+    log(f"{len(entries)} runs: full compute and {len(entries) - 1} cached at budgets {list(budgets)}/{steps}")
+    rows = bench.rows(entries)
     return {"bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash, "steps": steps,
-            "seeds": list(seeds), "transformer_flops": bench.f_transformer,
+            "seeds": list(seeds), "repeats": repeats, "transformer_flops": bench.f_transformer,
             "rows": [asdict(r) for r in rows]}
 
 
 def format_table(report: dict[str, Any]) -> str:
-    head = (f"{'method':22s} {'schedule':16s} {'full':>4s} {'FLOPs red.':>10s} {'speedup':>8s} "
-            f"{'PSNR dB':>8s} {'float dB':>8s} {'latent dB':>9s} {'SSIM':>7s} {'s/run':>7s} {'peak MB':>8s}")
+    """The report as a text table; speed-ups above the FLOPs reduction are marked as noise."""
+    head = (f"{'method':22s} {'schedule':16s} {'full':>4s} {'FLOPs red.':>10s} {'speedup':>8s} {'range':>11s} "
+            f"{'of FLOPs':>8s} {'PSNR dB':>8s} {'float dB':>8s} {'latent dB':>9s} {'SSIM':>7s} {'s/run':>7s} "
+            f"{'peak MB':>8s}")
     lines = [head, "-" * len(head)]
+    noisy = False
     for r in report["rows"]:
+        lo, hi = r.get("speedup_low", float("nan")), r.get("speedup_high", float("nan"))
+        noisy = noisy or is_noise(r["speedup"], r["flops_reduction"])
         lines.append(f"{r['method']:22s} {r['schedule']:16s} {r['full_steps']:4d} {r['flops_reduction']:9.2f}x "
-                     f"{r['speedup']:7.2f}x {r['psnr_db']:8.2f} {r.get('psnr_float_db', float('nan')):8.2f} "
-                     f"{r.get('latent_psnr_db', float('nan')):9.2f} {r['ssim']:7.4f} {r['seconds']:7.3f} "
-                     f"{r['peak_rss_mb']:8.0f}")
+                     f"{format_speedup(r['speedup'], r['flops_reduction']):>8s} {lo:5.2f}-{hi:<5.2f} "
+                     f"{r['speedup'] / r['flops_reduction']:8.3f} {r['psnr_db']:8.2f} "
+                     f"{r.get('psnr_float_db', float('nan')):8.2f} {r.get('latent_psnr_db', float('nan')):9.2f} "
+                     f"{r['ssim']:7.4f} {r['seconds']:7.3f} {r['peak_rss_mb']:8.0f}")
+    lines.append(f"speedup: median of {report.get('repeats', 1)} interleaved rounds, each against that round's full "
+                 "run; range: lowest-highest round")
+    if noisy:
+        lines.append(NOISE_NOTE)
     return "\n".join(lines)
 
 
+def series_label(row: dict[str, Any]) -> str:
+    """The plot's name for a bench row's line over budgets: the method, and whose schedule it ran
+    on when not its own or the even interval one (``taylorseer2 on l2p:bench's schedule``)."""
+    m = str(row["full_steps"])
+
+    def strip(name: str) -> str:  # one line per predictor family over budgets: l2p:bench-10 -> l2p:bench
+        return name[: -len(m) - 1] if name.endswith("-" + m) else name
+
+    schedule = str(row["schedule"])
+    if schedule.startswith("of l2p:"):
+        return f"{row['method']} on l2p:{strip(schedule[len('of l2p:'):])}'s schedule"
+    return strip(str(row["method"]))
+
+
 def draw_quality(ax: Any, report: dict[str, Any], keep: Callable[[dict[str, Any]], bool] = lambda r: True) -> None:
-    """Quality (PSNR) vs. FLOPs reduction on a matplotlib ``ax``, one line per method (the rows
-    ``keep`` accepts; full compute is never drawn)."""
+    """Quality (PSNR vs. full compute) against transformer-FLOPs reduction on a matplotlib ``ax``,
+    one line per method over the budgets (of the rows ``keep`` accepts; full compute is not drawn);
+    axis labels and grid, no title or legend."""
     series: dict[str, list[tuple[float, float]]] = {}
+    method_of: dict[str, str] = {}
     for r in report["rows"]:
-        if r["method"] == "full" or not keep(r):
-            continue
-        key = r["method"] if r["schedule"] in ("interval", "own") else f"{r['method']} (schedule {r['schedule']})"
-        key = key.replace("-" + str(r["full_steps"]), "")  # one line per predictor family over budgets
-        series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
+        if r["method"] != "full" and keep(r):
+            key = series_label(r)
+            series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
+            method_of[key] = key.split(" on ")[0]
+    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted(set(method_of.values())))}  # a method keeps its colour
     for key, pts in sorted(series.items()):
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key)
-    ax.set_xlabel("transformer FLOPs reduction (x)")
+        borrowed_schedule = " on " in key  # dashed: the same method on an L2P predictor's schedule
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--" if borrowed_schedule else "o-", label=key,
+                color=colours[method_of[key]], lw=2.5 if key.startswith("l2p") else 1.5)
+    ax.set_xlabel("transformer FLOPs reduction vs. full compute (x)")
     ax.set_ylabel("PSNR vs. full compute (dB)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
-    """PNG of quality (PSNR) vs. FLOPs reduction, one line per method."""
+    """PNG of :func:`draw_quality` for every row; the legend sits outside the axes, so it covers no line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,11 +326,14 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     from .atomic import atomic_open
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
     draw_quality(ax, report)
-    ax.set_title(f"quality vs. speed-up, {report['steps']} steps")
+    seeds = len(report["seeds"])
+    ax.set_title(f"Quality vs. FLOPs reduction ({report['steps']} steps, {seeds} seed{'s' * (seeds != 1)})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              title="method (even interval schedule\nunless noted)", title_fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+        fig.savefig(f, format="png", bbox_inches="tight")
     plt.close(fig)
     return path

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +30,13 @@ from typing import Any
 
 from .atomic import sha256_file, write_json
 from .errors import ArtifactError, InputError
+from .limits import check_bound
+from .safe_io import make_dirs, open_regular, read_json, safe_relpath
+from .locking import LOCK_NAME
 from .spec import IOSpec
 
+REEXPORT = "re-export the bundle"
+PREDICTORS = "predictors"
 FORMAT = "l2p-bundle"
 #: 2: ``latent`` is a versioned :class:`~l2p.latent.LatentSpec` record (1 had an untyped dict)
 FORMAT_VERSION = 2
@@ -81,19 +88,22 @@ class Bundle:
                 f"bundle {self.root} has no '{graph}' graph (it has {sorted(self.manifest['graphs'])}); "
                 "re-export from a full pipeline folder to get it"
             )
-        return self.root / self.manifest["graphs"][graph]["onnx"]
+        return self.path(self.manifest["graphs"][graph]["onnx"], f"bundle {self.root}: graph '{graph}'")
 
     def spec(self, graph: str) -> IOSpec:
         if graph not in self.specs:
-            path = self.root / self.manifest["graphs"][graph]["spec"]
-            self.specs[graph] = IOSpec.from_dict(json.loads(path.read_text()))
+            rel = self.manifest["graphs"][graph]["spec"]
+            what = f"bundle {self.root}: io spec of graph '{graph}'"
+            self.specs[graph] = IOSpec.from_dict(read_json(self.path(rel, what), what, REEXPORT))
         return self.specs[graph]
 
-    def path(self, rel: str) -> Path:
-        return self.root / rel
+    def path(self, rel: str, what: str = "bundle file") -> Path:
+        """``root / rel``, refusing paths that leave the bundle or pass through a symbolic link."""
+        return safe_relpath(self.root, rel, what)
 
     def scheduler_config(self) -> dict[str, Any]:
-        return dict(json.loads((self.root / self.manifest["scheduler"]).read_text()))
+        what = f"bundle {self.root}: scheduler config"
+        return dict(read_json(self.path(self.manifest["scheduler"], what), what, REEXPORT))
 
     @property
     def scheduler_hash(self) -> str:
@@ -102,7 +112,15 @@ class Bundle:
 
     @property
     def predictors_dir(self) -> Path:
-        return self.root / "predictors"
+        """``BUNDLE/predictors`` (refused when it is a symbolic link; it may not exist yet)."""
+        return self.path(PREDICTORS, "bundle predictors folder")
+
+    def predictor_dir(self, name: str, create: bool = False) -> Path:
+        """``BUNDLE/predictors/NAME``, refusing links on the way; ``create`` makes the folders."""
+        if not name or "/" in name or name in (".", ".."):
+            raise InputError(f"predictor name {name!r} is not a folder name; use letters, digits, '-' and '_'")
+        what = f"bundle {self.root}: predictor '{name}'"
+        return make_dirs(self.root, f"{PREDICTORS}/{name}", what) if create else self.path(f"{PREDICTORS}/{name}", what)
 
 
 def bundle_hash(manifest: dict[str, Any]) -> str:
@@ -113,16 +131,6 @@ def bundle_hash(manifest: dict[str, Any]) -> str:
 def canonical_sha256(obj: Any) -> str:
     """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces): the same for equal configs."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def safe_relpath(root: Path, rel: str, what: str) -> Path:
-    """Resolve ``rel`` under ``root``; refuse absolute paths and escapes (``../``)."""
-    if not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or ":" in rel.split("/")[0]:
-        raise ArtifactError(f"{what}: path '{rel}' is absolute; bundle files must be relative paths inside it")
-    full = (root / rel).resolve()
-    if not full.is_relative_to(root.resolve()):
-        raise ArtifactError(f"{what}: path '{rel}' points outside the bundle {root}; refusing to read it")
-    return full
 
 
 def _graph_tensors(graph: Any) -> Iterator[Any]:
@@ -145,28 +153,33 @@ def check_external_data(onnx_path: Path, root: Path, allowed: set[str], what: st
     """Refuse an ONNX file whose tensors point at data outside ``root`` or at files not in ``allowed``.
 
     Reads only the protobuf (``load_external_data=False``), before any runtime follows the
-    references. ``allowed`` holds paths relative to ``root`` (the manifest's file table).
+    references. ``allowed`` holds paths relative to ``root`` (the manifest's file table, whose
+    files :func:`open_bundle` has checked to be regular files, not links); ``onnx_path`` lies under
+    ``root``. Locations are compared as written, never resolved through the file system.
     """
     import onnx
     from google.protobuf.message import DecodeError
 
+    fd = open_regular(onnx_path, what)
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        with os.fdopen(fd, "rb") as f:
+            model = onnx.load_model_from_string(f.read())
     except (DecodeError, ValueError, OSError) as e:
         raise ArtifactError(f"{what}: {onnx_path} is not a readable ONNX file ({e}); {fix}") from None
+    folder = onnx_path.parent.relative_to(root).as_posix()
     tensors = [*_graph_tensors(model.graph), *(t for f in model.functions for t in _graph_tensors(f))]
     for t in tensors:
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
-        full = (onnx_path.parent / loc).resolve()
+        rel = posixpath.normpath(posixpath.join(folder, loc))
         if not loc:
             problem = "an empty path"
         elif os.path.isabs(loc) or loc.startswith(("/", "\\")) or ":" in loc.split("/")[0]:
             problem = "an absolute path"
-        elif not full.is_relative_to(root.resolve()):
+        elif rel == ".." or rel.startswith("../"):
             problem = "a path outside the artifact"
-        elif full.relative_to(root.resolve()).as_posix() not in allowed:
+        elif rel not in allowed:
             problem = "a file not listed in the manifest"
         else:
             continue
@@ -179,22 +192,40 @@ def check_external_data(onnx_path: Path, root: Path, allowed: set[str], what: st
 def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     """Open the bundle at ``path``, checking the format and (by default) every file's sha256.
 
-    Raises :class:`ArtifactError` for a missing, truncated or tampered bundle.
+    Every path the manifest names must be a regular file inside the bundle, reached without a
+    symbolic link; metadata sizes are checked against :data:`l2p.limits.BOUNDS`.
+
+    Raises :class:`ArtifactError` for a missing, truncated, tampered or out-of-bounds bundle.
     """
     root = Path(path)
+    manifest = read_manifest(root)
+    try:
+        return _verified(root, manifest, verify)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-edited manifest or io spec
+        raise ArtifactError(f"{root / MANIFEST}: malformed manifest or io spec ({type(e).__name__}: {e}); "
+                            "re-export the bundle") from None
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of the bundle folder ``root``, its format and keys checked (files are not)."""
     man_path = root / MANIFEST
     if not root.is_dir():
+        from .models import download_hint, local_name, looks_like_hub_id
+
+        if looks_like_hub_id(str(root)):
+            raise ArtifactError(
+                f"bundle folder '{root}' does not exist; it looks like a model-hub id, but this command takes an "
+                f"exported bundle: download the model ({download_hint(str(root))}), export it (l2p export "
+                f"{local_name(str(root))} --out BUNDLE) and give BUNDLE; or write a bundle at this path: "
+                f"l2p export MODEL --out {root}")
         raise ArtifactError(f"bundle folder '{root}' does not exist; create one with: l2p export MODEL --out {root}")
-    if not man_path.is_file():
+    if not os.path.lexists(man_path):
         raise ArtifactError(
             f"'{root}' has no {MANIFEST}: it is not a bundle or its export did not finish; "
             f"re-run: l2p export MODEL --out {root}"
         )
-    try:
-        manifest = json.loads(man_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{man_path} is not valid JSON ({e}); re-export the bundle") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = read_json(safe_relpath(root, MANIFEST, f"bundle {root}"), str(man_path), REEXPORT)
+    if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{man_path} is not an l2p bundle manifest (format != '{FORMAT}')")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
@@ -204,23 +235,22 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     unknown = set(manifest) - _MANIFEST_KEYS
     if unknown:
         raise ArtifactError(f"{man_path}: unknown manifest keys {sorted(unknown)}")
-    try:
-        return _verified(root, manifest, verify)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-edited manifest or io spec
-        raise ArtifactError(f"{man_path}: malformed manifest or io spec ({type(e).__name__}: {e}); "
-                            "re-export the bundle") from None
+    return manifest
 
 
 def _verified(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
     """Check every listed file, and that everything the bundle reads is listed (see open_bundle)."""
     files: dict[str, Any] = manifest.get("files", {})
+    where = str(root / MANIFEST)
+    if "transformer" not in manifest.get("graphs", {}):
+        raise ArtifactError(f"{where} lists no 'transformer' graph (it has {sorted(manifest.get('graphs', {}))}); "
+                            f"every bundle has one; {REEXPORT}")
     for rel, info in files.items():
-        full = safe_relpath(root, rel, str(root / MANIFEST))
-        if not full.is_file():
-            raise ArtifactError(f"bundle file '{rel}' is missing from {root}; re-export the bundle")
-        if full.stat().st_size != info["size"]:
+        full = safe_relpath(root, rel, where, kind="file")
+        size = full.stat().st_size  # a regular file, not a link (safe_relpath)
+        if size != info["size"]:
             raise ArtifactError(
-                f"bundle file '{rel}' has {full.stat().st_size} bytes, the manifest says {info['size']}: "
+                f"bundle file '{rel}' has {size} bytes, the manifest says {info['size']}: "
                 "it is truncated or was changed; re-export the bundle"
             )
         if verify and sha256_file(full) != info["sha256"]:
@@ -235,6 +265,7 @@ def _verified(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
     for what, rel in refs.items():
         if rel not in files:
             raise ArtifactError(f"{what}: file '{rel}' is not listed in the manifest; re-export the bundle")
+    check_metadata(manifest, where)
     for name, g in manifest.get("graphs", {}).items():
         check_external_data(root / g["onnx"], root, set(files), f"bundle graph '{name}'")
     bundle = Bundle(root=root, manifest=manifest)
@@ -245,8 +276,21 @@ def _verified(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
     return bundle
 
 
+def check_metadata(manifest: dict[str, Any], where: str) -> None:
+    """Check the sizes in the manifest that l2p allocates from (tokenizer lengths) against
+    :data:`l2p.limits.BOUNDS`, before anything is allocated; graph names must be plain names (they
+    name plan folders). The latent record is bounded by :class:`l2p.latent.LatentSpec`."""
+    for name in manifest.get("graphs", {}):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name):
+            raise ArtifactError(f"{where}: graph name {name[:80]!r} is not a plain name (letters, digits, '_', "
+                                f"'.', '-'); {REEXPORT}")
+    for name, t in manifest.get("tokenizers", {}).items():
+        check_bound("max_length", t["max_length"], f"{where}: tokenizer '{name}' max_length", REEXPORT)
+        check_bound("token_id", t["pad_id"], f"{where}: tokenizer '{name}' pad_id", REEXPORT)
+
+
 def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file under ``root`` (except predictors/ and temp files) and write the manifest last."""
+    """Hash every file under ``root`` (except predictors/, temp and lock files) and write the manifest last."""
     root = Path(root)
     unknown = set(fields) - _MANIFEST_KEYS
     if unknown:
@@ -254,7 +298,8 @@ def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
     files: dict[str, dict[str, Any]] = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if not p.is_file() or rel == MANIFEST or rel.startswith("predictors/") or p.name.endswith(".tmp"):
+        if not p.is_file() or rel == MANIFEST or rel.startswith("predictors/") or p.name.endswith(".tmp") \
+                or p.name == LOCK_NAME:
             continue
         files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     from . import __version__

@@ -6,6 +6,8 @@
    FORA with :func:`l2p.bench.run_bench` (the same timing and quality as ``l2p bench``), and draw
    full vs. L2P vs. the fixed formulas side by side with their difference to full compute
    (amplified), PSNR and speed-up, beside the quality-vs-FLOPs plot (``--no-compare`` skips this part).
+   Speed-ups are timed as ``l2p bench`` times them (:mod:`l2p.timing`: warm-up, interleaved rounds,
+   median; above the FLOPs reduction marked as noise).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .atomic import write_json
 from .demo_figure import Column, save_compare, save_grid
 from .models import BUILTIN
 from .sampling.pipeline import Sampler
+from .timing import NOISE_NOTE, format_speedup
 
 CAPTIONS_FALLBACK = ["a red circle at the top left", "a blue square at the center",
                      "a green triangle at the bottom right", "a yellow circle at the right"]
@@ -53,14 +56,6 @@ GAIN = 20  # amplification of the difference maps
 SHOWN = 4  # captions shown in compare.png (the PSNR is over all of them)
 
 
-NOISE = "*: above the FLOPs reduction, which bounds any real speed-up: timing noise"
-
-
-def _speedup_text(row: dict[str, Any]) -> str:
-    """A bench row's measured speed-up as the figure prints it, marked when above its bound."""
-    return f"{row['speedup']:.1f}x" + ("*" if round(row["speedup"], 1) > round(row["flops_reduction"], 1) else "")
-
-
 def _row(report: dict[str, Any], method: str, budget: int) -> dict[str, Any]:
     """The bench row of ``method`` at ``budget`` on its own schedule (L2P's, or the presets' interval)."""
     for r in report["rows"]:
@@ -91,17 +86,19 @@ def _draw_quality(report: dict[str, Any]) -> Any:
 def _calibrate(sampler: Sampler, calib: list[str], steps: int, budgets: Sequence[int]) -> None:
     """One L2P predictor ``demo-M`` per budget (skipped when up to date; the capture is shared)."""
     from .calibration.calibrate import CalibrationConfig, Calibrator
+    from .progress import terminal_bar
 
     cond = sampler.encode(calib)
     for m in budgets:
         print(f"calibrating L2P for {m}/{steps} steps on {len(calib)} training captions ...")
         t0 = time.perf_counter()
         Calibrator(sampler, cond, CalibrationConfig(steps, m, name=f"demo-{m}", seeds=2),
-                   log=lambda s: print("  " + s)).run()
+                   log=lambda s: print("  " + s), progress=terminal_bar).run()
         print(f"  calibration took {time.perf_counter() - t0:.1f} s")
 
 
-def run_demo(model: str, out: Path, steps: int = 50, budgets: Sequence[int] = (10, 5), compare: bool = True) -> None:
+def run_demo(model: str, out: Path, steps: int = 50, budgets: Sequence[int] = (10, 5), compare: bool = True,
+             repeats: int = 3) -> None:
     """Export ``model``, write ``grid.png`` (full compute, checked captions) and, with ``compare``,
     ``compare.png``: full vs. L2P vs. the fixed formulas at each budget, with difference maps,
     PSNR, speed-up and the quality-vs-FLOPs plot. Timing and quality come from :func:`l2p.bench.run_bench`."""
@@ -128,7 +125,7 @@ def run_demo(model: str, out: Path, steps: int = 50, budgets: Sequence[int] = (1
     _calibrate(sampler, calib, steps, budgets)
     print(f"timing and quality, as l2p bench measures them ({len(captions)} held-out captions, seed 0):")
     report = run_bench(sampler, cond, steps, budgets, [m for m, _, _ in METHODS], [0],
-                       log=lambda s: print("  " + s))
+                       log=lambda s: print("  " + s), repeats=repeats)
     shown = min(SHOWN, len(captions))
     columns = [Column(f"full compute\n{steps}/{steps} steps\nreference", full.images[:shown], group="full")]
     checks: dict[str, dict[str, list[bool | None]]] = {}  # budget -> method -> verdict per caption
@@ -140,7 +137,7 @@ def run_demo(model: str, out: Path, steps: int = 50, budgets: Sequence[int] = (1
             assert images is not None
             checks.setdefault(str(m_budget), {})[method] = _check(images, captions, model)
             columns.append(Column(f"{name}  {m_budget}/{steps}\n{row['psnr_db']:.1f} dB PSNR\n"
-                                  f"{_speedup_text(row)} faster", images[:shown], color, str(m_budget)))
+                                  f"{format_speedup(row['speedup'], row['flops_reduction'])} faster", images[:shown], color, str(m_budget)))
     noisy = any(c.header.endswith("* faster") for c in columns)
     path = save_compare(
         columns, captions[:shown], out / "compare.png", gain=GAIN,
@@ -149,7 +146,7 @@ def run_demo(model: str, out: Path, steps: int = 50, budgets: Sequence[int] = (1
               f"each image, and under it its difference to full compute, amplified x{GAIN}",
         footnote=f"PSNR: vs. full compute, mean over {len(captions)} held-out captions ({shown} shown), seed 0. "
                  "Faster: measured denoising-loop time vs. full compute on this machine "
-                 "(bounded by the FLOPs reduction, right)." + (f"\n{NOISE}" if noisy else ""),
+                 "(bounded by the FLOPs reduction, right)." + (f"\n{NOISE_NOTE}" if noisy else ""),
         draw_plot=_draw_quality(report))
     write_json(out / "compare.json", {**report, "captions": captions, "checker": checks, "gain": GAIN})
     print(format_table(report))

@@ -39,9 +39,14 @@ class UnsupportedModelError(L2PError):
     """The model class or configuration is not supported by l2p."""
 
 
+class BusyError(L2PError):
+    """Another process holds the lock on a folder l2p was asked to write."""
+
+
 def missing_extra(module: str, extra: str, what: str) -> MissingDependencyError:
     """Build the error for an optional dependency that could not be imported."""
-    return MissingDependencyError(
-        f"{what} needs the Python package '{module}', which is not installed; "
-        f"install it with: pip install 'l2p[{extra}]'"
-    )
+    how = f"pip install 'l2p[{extra}]'"
+    if extra in ("gpu", "tensorrt"):  # one extra per CUDA major version
+        how += f" (CUDA 12), or pip install 'l2p[{extra}-cu13]' (CUDA 13)"
+    return MissingDependencyError(f"{what} needs the Python package '{module}', which is not installed; "
+                                  f"install it with: {how}")

@@ -18,12 +18,21 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, TypeVar
 
 from .errors import InputError
+from .limits import check_bound
 
 #: version of the ``manifest["latent"]`` record; bump it when a field changes meaning or goes away
 LATENT_FORMAT_VERSION = 1
 #: what the transformer's ``sample`` output is: a flow-matching velocity, or epsilon (plus the
 #: learned-variance channels DiT and PixArt append, which the runtime drops)
 PREDICTIONS = ("flow", "epsilon", "epsilon+learned_sigma")
+
+#: fields of a latent record (of any family) -> their row in :data:`l2p.limits.BOUNDS` (each item
+#: of a tuple field is checked); a family that adds a size field adds its row here
+FIELD_BOUNDS = {
+    "channels": "latent_channels", "height": "latent_side", "width": "latent_side",
+    "vae_scale_factor": "vae_scale_factor", "patch_size": "patch_size", "num_classes": "num_classes",
+    "rope_axes_dim": "rope_axis", "rope_theta": "rope_theta",
+}
 
 L = TypeVar("L", bound="LatentSpec")
 
@@ -53,10 +62,16 @@ class LatentSpec:
         for f in fields(self):
             object.__setattr__(self, f.name, _typed(f"{type(self).__name__}.{f.name}", getattr(self, f.name),
                                                     hints[f.name]))
-        for name in ("channels", "height", "width", "vae_scale_factor"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise InputError(f"{type(self).__name__}: {name} must be positive, got {v}")
+        for f in fields(self):  # sizes are read from untrusted manifests: bounded before any allocation
+            bound, v = FIELD_BOUNDS.get(f.name), getattr(self, f.name)
+            if isinstance(v, tuple):
+                check_bound("list_items", len(v), f"the length of {type(self).__name__}.{f.name}",
+                            "re-export the bundle", error=InputError)
+            for item in (v if isinstance(v, tuple) else (v,)) if bound and v is not None else ():
+                check_bound(bound, item, f"{type(self).__name__}.{f.name}", "re-export the bundle",
+                            integer=isinstance(item, int), error=InputError)
+        check_bound("latent_elements", self.channels * self.height * self.width,
+                    f"{type(self).__name__} channels x height x width", "re-export the bundle", error=InputError)
         if self.prediction not in PREDICTIONS:
             raise InputError(f"{type(self).__name__}: prediction must be one of {list(PREDICTIONS)}, "
                              f"got {self.prediction!r}")

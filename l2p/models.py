@@ -6,6 +6,8 @@ Torch-free: this only resolves paths and reads JSON.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ def resolve_model(model: str) -> Path:
         return path
     path = Path(model).expanduser()
     if not path.is_dir():
+        if looks_like_hub_id(model):
+            raise InputError(f"model '{model}' is not a folder here; it looks like a model-hub id, and l2p downloads "
+                             f"nothing: download it to a folder first ({download_hint(model)}), then: "
+                             f"l2p export {local_name(model)} --out BUNDLE")
         raise InputError(
             f"model '{model}' is neither a local diffusers folder nor a built-in model "
             f"({', '.join(BUILTIN)}); no model hub is used: download the checkpoint to a folder first"
@@ -35,6 +41,55 @@ def resolve_model(model: str) -> Path:
             "or transformer/config.json (a transformer-only folder)"
         )
     return path
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """``owner/name`` (e.g. ``black-forest-labs/FLUX.1-dev``) whose ``owner`` folder does not exist here."""
+    return bool(_HUB_ID.match(text)) and not Path(text).parent.exists()
+
+
+def local_name(hub_id: str) -> str:
+    """The folder a hub id is downloaded to in our hints: its name part."""
+    return hub_id.rsplit("/", 1)[-1]
+
+
+def download_hint(hub_id: str) -> str:
+    """How to get a hub model onto disk, for hints (l2p itself never downloads)."""
+    return f"huggingface-cli download {hub_id} --local-dir {local_name(hub_id)}"
+
+
+def builtin_model_of(manifest: Mapping[str, Any]) -> str | None:
+    """The built-in model a bundle was exported from (its manifest's export source), or None."""
+    source = manifest.get("export_config", {}).get("source")
+    return source if source in BUILTIN else None
+
+
+def check_builtin_prompts(model: str, prompts: Sequence[str]) -> None:
+    """Refuse prompts the built-in ``model`` cannot draw: it knows one caption template and a
+    few words (:func:`l2p.tinymodel.data.vocabulary`); anything else gives a blank or random image.
+
+    Raises:
+        InputError: naming the unknown words, or the template, and the words the model knows.
+    """
+    from .tinymodel.data import COLOURS, POSITIONS, SHAPES, parse_caption, vocabulary
+
+    known = vocabulary()
+    template = (f"'a <colour> <shape> at the <position>' with colour {'/'.join(COLOURS)}, shape "
+                f"{'/'.join(SHAPES)}, position {'/'.join(POSITIONS)}")
+    for i, text in enumerate(prompts):
+        words = re.findall(r"[^\s.,;:!?]+", text.lower())
+        unknown = list(dict.fromkeys(w for w in words if w not in known))
+        if unknown:
+            raise InputError(f"prompt {i} {text!r}: unknown word(s) {', '.join(unknown)}; the built-in model "
+                             f"{model} knows only: {', '.join(known)} (captions {template})")
+        try:
+            parse_caption(text)
+        except ValueError:
+            raise InputError(f"prompt {i} {text!r} is not a caption the built-in model {model} can draw; "
+                             f"write {template}, e.g. 'a red circle at the top left'") from None
 
 
 def read_json(path: Path) -> dict[str, Any]:

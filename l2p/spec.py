@@ -14,6 +14,7 @@ from typing import Any, Union
 import numpy as np
 
 from .errors import InputError
+from .limits import BOUNDS, within
 
 Dim = Union[int, str]
 
@@ -50,8 +51,18 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        """From :meth:`to_dict`'s form; ranks and fixed dims are checked against :data:`l2p.limits.BOUNDS`."""
         _only_keys(d, {"name", "dtype", "shape"}, "tensor spec")
-        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+        name, shape = str(d["name"]), d["shape"]
+        if not isinstance(shape, list) or not within("spec_rank", len(shape)):
+            raise InputError(f"tensor spec '{name[:64]}': shape must be a list of at most "
+                             f"{int(BOUNDS['spec_rank'].hi)} dims, got {str(shape)[:64]}")
+        for dim in shape:
+            ok = within("spec_dim", dim) if isinstance(dim, int) else isinstance(dim, str) and 0 < len(dim) <= 64
+            if not ok or isinstance(dim, bool):
+                raise InputError(f"tensor spec '{name[:64]}': dim {str(dim)[:64]!r} is neither a size in "
+                                 f"0..{int(BOUNDS['spec_dim'].hi)} nor a dim name")
+        return cls(name, str(d["dtype"]), tuple(shape))
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,9 @@ class IOSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> IOSpec:
         _only_keys(d, {"inputs", "outputs"}, "io spec")
+        if len(d["inputs"]) + len(d["outputs"]) > BOUNDS["spec_tensors"].hi:
+            raise InputError(f"io spec: {len(d['inputs']) + len(d['outputs'])} tensors; at most "
+                             f"{int(BOUNDS['spec_tensors'].hi)} are supported")
         return cls(
             tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
             tuple(TensorSpec.from_dict(t) for t in d["outputs"]),

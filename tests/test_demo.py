@@ -84,6 +84,19 @@ def test_calibration_scores_decoded_images(demo_run: tuple[Path, str]) -> None:
     assert abs(pred.fit_stats["calibration_psnr_db"] - want) < 0.05  # the baked float32 graph vs. the fit's
 
 
+def test_validate_on_the_shipped_model(demo_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``l2p validate --model tiny-flux`` passes on the shipped model's bundle: every graph matches
+    PyTorch, both tokenizers give the transformers ids (a check prompt longer than T5's 16 tokens
+    must be refused, as l2p does not cut T5 prompts), and the sampling run matches FluxPipeline."""
+    from l2p.cli import main
+
+    capsys.readouterr()
+    rc = main(["validate", str(demo_run[0] / "bundle"), "--model", "tiny-flux", "--steps", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.rstrip().endswith("PASSED"), out
+    assert "tokenizer_2 ids" in out and "FAIL" not in out
+
+
 @pytest.mark.slow
 def test_demo_as_shipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's command: 50 steps, budgets 10 and 5. L2P is closer to full compute than the
@@ -101,3 +114,40 @@ def test_demo_as_shipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for m in (10, 5):
         assert rows[(f"l2p:demo-{m}", m, "own")] > max(rows[("taylorseer2", m, "interval")],
                                                         rows[("fora", m, "interval")])
+
+
+def test_sample_records_checker_verdicts(demo_run: tuple[Path, str], tmp_path: Path) -> None:
+    """On a built-in model's bundle, run.json holds the caption checker's verdict on each saved image."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from l2p.cli import main
+    from l2p.tinymodel.checker import check
+
+    prompts = ["a red circle at the top left", "a blue square at the center"]
+    assert main(["sample", str(demo_run[0] / "bundle"), "--prompt", *prompts, "--steps", "20",
+                 "--out", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / "run.json").read_text())
+    assert rec["image_size"] == [64, 64] and [v["prompt"] for v in rec["checker"]] == prompts
+    for v, name, prompt in zip(rec["checker"], rec["images"], prompts):
+        r = check(np.asarray(Image.open(tmp_path / name).convert("RGB")), prompt)
+        assert (v["ok"], v["reason"], v["colour"], v["shape"]) == (r.ok, r.reason, r.colour, r.shape)
+
+
+@pytest.mark.parametrize(("prompt", "words"), [
+    ("a dog", ["unknown word(s) dog", "knows only: a, at, blue"]),
+    ("a magenta hexagon at the top left", ["unknown word(s) magenta, hexagon"]),
+    ("a red circle", ["is not a caption", "'a <colour> <shape> at the <position>'"]),
+])
+def test_builtin_model_names_the_words_it_knows(demo_run: tuple[Path, str], tmp_path: Path, prompt: str,
+                                                words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from l2p.cli import main
+
+    assert main(["sample", str(demo_run[0] / "bundle"), "--prompt", prompt, "--steps", "2",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "tokens" not in err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "run.json").exists()

@@ -26,7 +26,7 @@ def test_runtime_modules_do_not_import_torch() -> None:
     r = _run("""
         import l2p.engine, l2p.predictor.graph, l2p.predictor.artifact, l2p.predictor.presets
         import l2p.calibration.calibrate, l2p.calibration.fidelity, l2p.sampling.pipeline, l2p.bench
-        import l2p.cli, l2p.cli.options, l2p.demo, l2p.validation.backends
+        import l2p.cli, l2p.cli.options, l2p.demo, l2p.validation.backends, l2p.inspect, l2p.versions
         from l2p.families import FAMILIES
         runtimes = [f.runtime_class() for f in FAMILIES]  # every family's runtime and latent record
         import l2p.serve.backend, l2p.serve.client, l2p.serve.local, l2p.serve.repository, l2p.serve.triton_model

@@ -1,18 +1,24 @@
 """Per-step latency of the exported FLUX transformer: ONNX Runtime CPU vs. PyTorch eager.
 
-    python tools/bench_step.py [--configs tiny,small,medium] [--threads 2] [--repeats 20]
+    python tools/bench_step.py [--configs tiny,small,medium] [--threads 2] [--batch 1] [--repeats 20]
+                               [--fused] [--profile]
 
 Builds random-weight FLUX configs, exports each to a bundle (cached under --work), and prints a
-table of median milliseconds per transformer step for both runtimes on the same inputs.
+table of median milliseconds per transformer step (range over the rounds) for both runtimes on the
+same inputs, the runs interleaved (``l2p.timing``) so that load on the machine hits both alike.
+``--fused`` adds the graph after ONNX Runtime's transformer optimizer (``model_type="mmdit"``:
+RMSNorm -> SimplifiedLayerNormalization, tanh-GELU -> FastGelu; contrib operators, so ONNX Runtime
+only, no TensorRT) and checks it against PyTorch. ``--profile`` prints ONNX Runtime's per-operator
+profile of one config's step (the share of each operator type).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 CONFIGS = {  # name: (transformer kwargs, latent size, text tokens)
@@ -37,22 +43,62 @@ def make(name: str, work: Path) -> Path:
     return folder
 
 
-def timeit(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def wall(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` as an :func:`l2p.timing.interleaved` task timed from outside (its result dropped)."""
+    def task() -> None:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    return task
+
+
+def fused_graph(path: Path, heads: int, hidden: int) -> Path:
+    """The graph through ONNX Runtime's transformer optimizer (``mmdit`` fusions), saved next to it."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out = path.with_name("model.fused.onnx")
+    if not out.exists():
+        m = optimize_model(str(path), model_type="mmdit", num_heads=heads, hidden_size=hidden, opt_level=0,
+                           use_gpu=False, optimization_options=FusionOptions("mmdit"))
+        m.save_model_to_file(str(out), use_external_data_format=False)
+    return out
+
+
+def profile(path: Path, feed: dict[str, np.ndarray], threads: int, runs: int = 5) -> str:
+    """ONNX Runtime's profiler over ``runs`` steps: milliseconds per step by operator type."""
+    import collections
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    from l2p.engine.ort_options import session_options
+
+    so = session_options(threads)
+    so.enable_profiling = True
+    so.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    per_op: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(per_op.values())
+    lines = [f"{'operator':28s} {'ms/step':>8s} {'share':>6s}"]
+    for op, us in per_op.most_common(12):
+        lines.append(f"{op:28s} {us / runs / 1e3:8.2f} {100 * us / total:5.1f}%")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="tiny,small,medium")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=1, help="rows per step (e.g. 2 conditioning rows)")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--fused", action="store_true", help="also time ONNX Runtime's mmdit-fused graph")
+    p.add_argument("--profile", action="store_true", help="print ONNX Runtime's operator profile per config")
     p.add_argument("--work", type=Path, default=Path("out/bench_step"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -62,29 +108,46 @@ def main() -> None:
     from l2p.engine.onnxruntime_backend import OrtEngine
     from l2p.export.exporter import export_bundle
     from l2p.export.flux import FluxAdapter
+    from l2p.timing import interleaved
 
     rows = []
     for name in a.configs.split(","):
-        _, latent, txt = CONFIGS[name]
+        kw, latent, txt = CONFIGS[name]
         folder = make(name, a.work)
         bundle = export_bundle(str(folder), a.work / f"bundle-{name}", latent_size=latent, log=lambda s: None)
         b = open_bundle(bundle)
         model = FluxTransformer2DModel.from_pretrained(str(folder / "transformer")).eval()
         adapter = FluxAdapter(model, latent)
-        feed = adapter.sample_feed({"batch": 1, "txt_seq": txt})
+        feed = adapter.sample_feed({"batch": a.batch, "txt_seq": txt})
         feed = {k: feed[k] for k in b.spec("transformer").input_names}
-        engine = OrtEngine(b.onnx_path("transformer"), b.spec("transformer"), threads=a.threads)
-        ort_ms = timeit(lambda: engine.run(feed, check=False), a.repeats)
+        path, spec = b.onnx_path("transformer"), b.spec("transformer")
+        engines = {"ort": OrtEngine(path, spec, threads=a.threads)}
+        if a.fused:
+            heads, hdim = kw["num_attention_heads"], kw["attention_head_dim"]
+            engines["fused"] = OrtEngine(fused_graph(path, heads, heads * hdim), spec, threads=a.threads)
         with torch.inference_mode():
-            torch_ms = timeit(lambda: adapter.reference(feed), a.repeats)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
+            ref = adapter.reference(feed)["sample"]
+        errs = {k: float(np.abs(e.run(feed)["sample"] - ref).max() / np.abs(ref).max()) for k, e in engines.items()}
+        tasks = {k: wall(lambda e=e: e.run(feed, check=False)) for k, e in engines.items()}
+        tasks["torch"] = wall(lambda: torch.inference_mode()(adapter.reference)(feed))
+        times = interleaved(tasks, repeats=a.repeats, warmup=2)
+        params = sum(q.numel() for q in model.parameters()) / 1e6
         tokens = (latent[0] // 2) * (latent[1] // 2)
-        rows.append((name, params, tokens, txt, ort_ms, torch_ms))
-    print(f"{'config':8s} {'params M':>8s} {'img tok':>7s} {'txt tok':>7s} {'ORT CPU ms':>10s} "
-          f"{'PyTorch ms':>10s} {'ratio':>6s}")
-    for name, params, tokens, txt, o, t in rows:
-        print(f"{name:8s} {params:8.2f} {tokens:7d} {txt:7d} {o:10.2f} {t:10.2f} {t / o:5.2f}x")
-    print(f"(median of {a.repeats} runs, batch 1, {a.threads} threads; ratio = PyTorch / ORT)")
+        rows.append((name, params, tokens, txt, times, errs))
+        if a.profile:
+            print(f"ONNX Runtime profile, {name}:\n{profile(path, feed, a.threads)}")
+    ms = lambda st: f"{st.median * 1e3:8.2f} ({st.low * 1e3:.1f}-{st.high * 1e3:.1f})"  # noqa: E731
+    print(f"{'config':8s} {'params M':>8s} {'img tok':>7s} {'txt tok':>7s} {'ORT CPU ms (range)':>24s} "
+          f"{'PyTorch ms (range)':>24s} {'ratio':>6s}"
+          + (f" {'fused ms (range)':>24s} {'ratio':>6s}" if a.fused else ""))
+    for name, params, tokens, txt, t, errs in rows:
+        line = (f"{name:8s} {params:8.2f} {tokens:7d} {txt:7d} {ms(t['ort']):>24s} {ms(t['torch']):>24s} "
+                f"{t['torch'].median / t['ort'].median:5.2f}x")
+        if a.fused:
+            line += f" {ms(t['fused']):>24s} {t['torch'].median / t['fused'].median:5.2f}x"
+        print(line + "   max rel. error vs PyTorch: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    print(f"(median of {a.repeats} interleaved rounds, batch {a.batch}, {a.threads} threads; "
+          "ratio = PyTorch / ORT: above 1, ONNX Runtime is faster)")
 
 
 if __name__ == "__main__":

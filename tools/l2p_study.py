@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from l2p.atomic import write_json
-from l2p.bench import BENCH_SEED0, format_table, plot, run_bench
+from l2p.bench import BENCH_SEED0, borrowed, format_table, plot, run_bench
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
+from l2p.progress import terminal_bar
 from l2p.sampling.pipeline import Sampler
 
 
@@ -48,8 +49,8 @@ def margins(report: dict, methods: list[str]) -> str:
         name, m = r["method"][4:], r["full_steps"]
         presets = [q for q in rows if q["full_steps"] == m and q["method"] in methods]
         interval = [q for q in presets if q["schedule"] == "interval"]
-        same = [q for q in presets if q["schedule"] == f"={name}"]
-        # no '=NAME' rows: the predictor's schedule is the interval one
+        same = [q for q in presets if q["schedule"] == borrowed(name)]
+        # no such rows: the predictor's schedule is the interval one
         groups = [("the same schedule", same), ("the interval schedule", interval)] if same else \
             [("the same (interval) sched.", interval)]
         for label, group in groups:
@@ -91,7 +92,7 @@ def main() -> None:
             t0 = time.perf_counter()
             cfg = CalibrationConfig(steps=a.steps, full_steps=m, name=name, seeds=a.calib_seeds, tap=tap,
                                     schedule=schedule)
-            pred = Calibrator(sampler, ccond, cfg, log=lambda s: print("  " + s)).run()
+            pred = Calibrator(sampler, ccond, cfg, log=lambda s: print("  " + s), progress=terminal_bar).run()
             print(f"calibrated {name} in {time.perf_counter() - t0:.0f} s; fit {pred.fit_stats['fit_seconds']:.3f} s")
     methods = [*(f"l2p:{prefix}-{{M}}" for prefix, _, _ in runs), *methods]
     report = run_bench(sampler, hcond, a.steps, budgets, methods, range(BENCH_SEED0, BENCH_SEED0 + a.bench_seeds))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,12 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import load_npz, save_npz, write_bytes
+from ..atomic import save_npz, write_bytes
 from ..metrics import psnr_db
-from ..errors import ArtifactError, InputError
-from ..predictor.artifact import Predictor, load_predictor, save_predictor
+from ..bundle import bundle_hash, read_manifest
+from ..errors import ArtifactError, BusyError, InputError
+from ..locking import folder_lock_path, hold_lock
+from ..predictor.artifact import Predictor, check_name, load_predictor, save_predictor
 from ..predictor.schedule import interval_schedule, power_schedule
 from ..predictor.table import CoefficientTable
+from ..progress import BarFactory, bar_of, no_bar
+from ..safe_io import load_npz, make_dirs
 from ..sampling.methods import expectation, feature_spec, forecaster_from_table
 from ..sampling.pipeline import Sampler
 from ..sampling.settings import RunSettings
@@ -62,6 +67,13 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         RunSettings(steps=self.steps, full_steps=self.full_steps)  # the one check of the step counts
+        check_name(self.name)
+        if self.full_steps == self.steps:
+            raise InputError(
+                f"--full-steps {self.full_steps} with --steps {self.steps}: every step runs the transformer, so "
+                f"there is nothing to forecast and no predictor to calibrate; sample with --method full, or give "
+                f"--full-steps below {self.steps}"
+            )
         if self.schedule not in ("search", "interval"):
             raise InputError(f"--schedule {self.schedule}: choose search or interval")
         if not 1 <= self.seeds <= 256:
@@ -106,11 +118,14 @@ class Calibrator:
 
     ``sampler`` is used as it is (its engines, threads and guidance): the bundle is opened and
     verified once, by whoever made the sampler, however many calibrations run on it.
+    ``progress`` makes the bars of the long parts (capture, schedule search, fit variants,
+    refit capture, closed-loop rounds); the default shows none.
     """
 
     def __init__(self, sampler: Sampler, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, progress: BarFactory = no_bar) -> None:
         self.sampler = sampler
+        self.progress = progress
         self.bundle = sampler.bundle
         self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
         self.cfg = cfg
@@ -125,18 +140,24 @@ class Calibrator:
     # trajectories ---------------------------------------------------------------------------
     def full_trajectories(self) -> Trajectories:
         key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}".encode()).hexdigest()[:24]
-        path = self.bundle.predictors_dir / ".cache" / f"traj-{key}.npz"
+        rel = f"predictors/.cache/traj-{key}.npz"
+        path = self.bundle.path(rel, "trajectory cache")  # refuses links on the way
+        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
         if path.is_file():
             try:
-                traj = Trajectories.from_arrays(load_npz(path))
-                self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
-                return traj
+                traj = Trajectories.from_arrays(load_npz(path, nofollow=True))
+                if traj.fits(self.sampler, rows, range(self.cfg.seeds), self.cfg.steps):
+                    self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
+                    return traj
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                path.unlink()  # unreadable cache: recompute
-        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
+                pass
+            path.unlink()  # unreadable, stale or foreign cache: recompute
         self.log(f"capturing {rows} conditions x {self.cfg.seeds} seeds, {self.cfg.steps} full steps each ...")
-        traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
-                       progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"))
+        with bar_of(self.progress, self.cfg.seeds * self.cfg.steps, "capture (full compute)", "step") as bar:
+            traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
+                           progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"),
+                           on_step=lambda i: bar.update())
+        make_dirs(self.bundle.root, posixpath.dirname(rel), "trajectory cache")
         save_npz(path, **traj.arrays())
         return traj
 
@@ -189,25 +210,41 @@ class Calibrator:
         if cfg.schedule == "interval":
             return interval_schedule(cfg.steps, cfg.full_steps, cfg.warmup), []
         eval_seeds = range(min(cfg.seeds, 2))
-        tried: dict[tuple[int, ...], dict[str, Any]] = {}
+        if cfg.full_steps <= min(WARMUPS):  # one computed step: step 0, and nothing to search
+            self.log(f"schedule: with --full-steps {cfg.full_steps} only step 0 runs the transformer")
+            return interval_schedule(cfg.steps, cfg.full_steps, 1), []
+        candidates: dict[tuple[int, ...], tuple[int, float]] = {}  # schedule -> its first (warm-up, exponent)
         for w in WARMUPS:
-            if w >= cfg.full_steps:
-                continue
             for p in EXPONENTS:
-                sched = power_schedule(cfg.steps, cfg.full_steps, w, p)
-                if sched in tried:
-                    continue
+                if w < cfg.full_steps:
+                    candidates.setdefault(power_schedule(cfg.steps, cfg.full_steps, w, p), (w, p))
+        tried: dict[tuple[int, ...], dict[str, Any]] = {}
+        with bar_of(self.progress, len(candidates), "schedule search", "schedule") as bar:
+            for sched, (w, p) in candidates.items():
                 score = max(self.evaluate(self.fit(traj, sched, v)[0], traj, eval_seeds)
                             for v in cfg.search_variants())
                 tried[sched] = {"warmup": w, "exponent": p, "psnr_db": score, "schedule": list(sched)}
+                bar.update()
         best = max(tried.values(), key=lambda r: r["psnr_db"])
         self.log(f"schedule search: {len(tried)} candidates, best warm-up {best['warmup']}, exponent "
                  f"{best['exponent']} -> {best['psnr_db']:.2f} dB ({self.metric} PSNR) on the calibration set")
         return tuple(best["schedule"]), sorted(tried.values(), key=lambda r: -r["psnr_db"])
 
     def run(self) -> Predictor:
+        """Calibrate and save ``BUNDLE/predictors/NAME``, holding the bundle (shared: no export may
+        replace it meanwhile) and the name (exclusive: one calibration per name) locked."""
+        root, name = self.bundle.root, self.cfg.name
+        self.bundle.predictors_dir.mkdir(exist_ok=True)
+        with hold_lock(folder_lock_path(root), f"bundle {root}", shared=True), \
+                hold_lock(self.bundle.predictors_dir / f".{name}.lock", f"predictor '{name}' of bundle {root}"):
+            if bundle_hash(read_manifest(root)) != self.bundle.hash:
+                raise BusyError(f"bundle {root} was replaced while calibration started (by l2p export?); "
+                                "run the calibration again")
+            return self._run()
+
+    def _run(self) -> Predictor:
         cfg = self.cfg
-        folder = self.bundle.predictors_dir / cfg.name
+        folder = self.bundle.predictor_dir(cfg.name)
         settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash}))
         try:
             old = load_predictor(folder, expect=expectation(self.bundle, cfg.steps))
@@ -223,14 +260,16 @@ class Calibrator:
         eval_seeds = range(min(cfg.seeds, 2))
         best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
         variants = []
-        for fit_cfg in cfg.variants():  # fit variants chosen on the calibration set
-            table, stats = self.fit(traj, schedule, fit_cfg)
-            score = self.evaluate(table, traj, eval_seeds)
-            variants.append({"K": fit_cfg.K, "exact": fit_cfg.exact, "latents": fit_cfg.uses_latents,
-                             "prior": fit_cfg.prior, "ridge": fit_cfg.ridge, "psnr_db": score,
-                             "fit_seconds": stats["fit_seconds"]})
-            if best is None or score > best[0]:
-                best = (score, table, stats, fit_cfg)
+        with bar_of(self.progress, len(cfg.variants()), "fit variants", "fit") as bar:
+            for fit_cfg in cfg.variants():  # fit variants chosen on the calibration set
+                table, stats = self.fit(traj, schedule, fit_cfg)
+                score = self.evaluate(table, traj, eval_seeds)
+                variants.append({"K": fit_cfg.K, "exact": fit_cfg.exact, "latents": fit_cfg.uses_latents,
+                                 "prior": fit_cfg.prior, "ridge": fit_cfg.ridge, "psnr_db": score,
+                                 "fit_seconds": stats["fit_seconds"]})
+                if best is None or score > best[0]:
+                    best = (score, table, stats, fit_cfg)
+                bar.update()
         assert best is not None
         score, table, stats, self.fit_cfg = best
         f = self.fit_cfg
@@ -242,7 +281,9 @@ class Calibrator:
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
             to_full = cfg.refit_target == "full"
-            own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc, shadow=not to_full)
+            with bar_of(self.progress, cfg.seeds * cfg.steps, f"refit {r + 1}: own runs", "step") as bar:
+                own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc,
+                              shadow=not to_full, on_step=lambda i: bar.update())
             if to_full:
                 own = full_targets(own, traj, schedule, cfg.tap)
             cand, cstats = self.fit(own, schedule)
@@ -256,7 +297,7 @@ class Calibrator:
         if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
             table, score, closed = refine(
                 table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_seeds), score,
-                rounds=cfg.closed_loop, log=self.log)
+                rounds=cfg.closed_loop, log=self.log, progress=self.progress)
         stats.update({"calibration_psnr_db": score, "calibration_metric": self.metric,
                       "schedule_search": search[:10], "refits": refits, "closed_loop": closed,
                       "fit_variants": variants,
@@ -264,6 +305,7 @@ class Calibrator:
                                  "ridge": f.ridge}})
         fspec = feature_spec(self.bundle, cfg.tap)
         lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
+        folder = self.bundle.predictor_dir(cfg.name, create=True)  # refuses links on the way
         pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,
                               bundle_hash=self.bundle.hash, scheduler_hash=self.bundle.scheduler_hash,
                               latent_spec=lspec, fit_stats=stats, created_by=settings)

@@ -40,6 +40,19 @@ class Trajectories:
         out.update({f"feature_{k}": v for k, v in self.features.items()})
         return out
 
+    def fits(self, sampler: Sampler, rows: int, seeds: Sequence[int], steps: int) -> bool:
+        """Whether these are runs :func:`capture` makes for ``rows`` conditions x ``seeds`` over
+        ``steps`` steps: float32 arrays of those shapes, finite, each run starting from its seed's
+        noise. A stale or planted cache fails this and is captured again."""
+        n = rows * len(seeds)
+        lat = sampler.rt.latent_shape(1)[1:]
+        arrays = [self.latents, self.finals, *self.features.values()]
+        ok = (self.latents.shape == (n, steps, *lat) and self.finals.shape == (n, *lat) and bool(self.features)
+              and all(a.dtype == np.float32 and np.isfinite(a).all() for a in arrays)
+              and all(f.shape[:2] == (n, steps) for f in self.features.values()))
+        return ok and all(np.array_equal(self.latents[k * rows:(k + 1) * rows, 0], sampler.rt.noise(seed, rows))
+                          for k, seed in enumerate(seeds))
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trajectories:
         feats = {k[len("feature_"):]: v for k, v in arrays.items() if k.startswith("feature_")}
@@ -48,8 +61,10 @@ class Trajectories:
 
 def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int], steps: int,
             forecaster: Forecaster | None = None, progress: Callable[[int], None] | None = None,
-            shadow: bool = True) -> Trajectories:
+            shadow: bool = True, on_step: Callable[[int], None] | None = None) -> Trajectories:
     """Run every condition row (as one batch) for each seed and record every step.
+
+    ``progress(n)`` is called after seed number ``n``, ``on_step(i)`` after every step ``i`` of every run.
 
     With a ``forecaster`` the run is the cached sampler's own (forecast steps use the predictor);
     with ``shadow`` the transformer also runs on forecast steps to record the true features
@@ -67,7 +82,7 @@ def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int],
                 feat_steps.setdefault(tap, []).append(f.copy())
 
         res = sampler.sample(cond, seed, steps, forecaster=forecaster, capture=grab, decode=False,
-                             shadow=shadow and forecaster is not None, method="full")
+                             shadow=shadow and forecaster is not None, method="full", progress=on_step)
         lat_runs.append(np.stack(lat_steps, axis=1))  # (B, N, *shape)
         feat_runs.append({k: np.stack(v, axis=1) for k, v in feat_steps.items()})
         finals.append(res.final)

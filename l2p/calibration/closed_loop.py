@@ -25,6 +25,7 @@ import numpy as np
 
 from ..predictor.table import CoefficientTable
 from ..predictor.schedule import history_before
+from ..progress import BarFactory, bar_of, no_bar
 from .fit import _constraints
 
 Direction = tuple[int, np.ndarray]  # (forecast step i, unit vector over the K feature weights)
@@ -62,7 +63,8 @@ def moved(table: CoefficientTable, dirs: list[Direction], theta: np.ndarray) -> 
 def refine(table: CoefficientTable, dirs: list[Direction],
            measure: Callable[[CoefficientTable], tuple[np.ndarray, float]], base_score: float, rounds: int = 1,
            damping: float = 1e-2, delta: float = 1e-3,
-           log: Callable[[str], None] = lambda s: None) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
+           log: Callable[[str], None] = lambda s: None,
+           progress: BarFactory = no_bar) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
     """Damped Gauss-Newton rounds on ``|residual(table)|^2`` over the directions ``dirs``.
 
     Args:
@@ -73,6 +75,7 @@ def refine(table: CoefficientTable, dirs: list[Direction],
         rounds: Gauss-Newton rounds; the first costs ``len(dirs) + 2`` cached runs, later ones
             ``len(dirs) + 1`` (the kept candidate's residual is reused).
         damping: ridge on the normal equations, relative to their mean diagonal.
+        progress: makes one bar per round over its cached runs.
         delta: forward-difference step on ``theta`` (directions have unit norm).
 
     Returns:
@@ -85,14 +88,17 @@ def refine(table: CoefficientTable, dirs: list[Direction],
     r0 = measure(best)[0]
     for r in range(rounds):
         J = np.empty((r0.size, len(dirs)), np.float64)  # (residual size, parameters)
-        for n in range(len(dirs)):
-            step = np.zeros(len(dirs))
-            step[n] = delta
-            J[:, n] = (measure(moved(best, dirs, step))[0] - r0) / delta
-        A = J.T @ J
-        A += damping * float(np.trace(A)) / len(dirs) * np.eye(len(dirs))
-        cand = moved(best, dirs, -np.linalg.solve(A, J.T @ r0))
-        rc, s = measure(cand)
+        with bar_of(progress, len(dirs) + 1, f"closed-loop round {r + 1}/{rounds}", "run") as bar:
+            for n in range(len(dirs)):
+                step = np.zeros(len(dirs))
+                step[n] = delta
+                J[:, n] = (measure(moved(best, dirs, step))[0] - r0) / delta
+                bar.update()
+            A = J.T @ J
+            A += damping * float(np.trace(A)) / len(dirs) * np.eye(len(dirs))
+            cand = moved(best, dirs, -np.linalg.solve(A, J.T @ r0))
+            rc, s = measure(cand)
+            bar.update()
         kept = s > best_score
         records.append({"round": r + 1, "parameters": len(dirs), "psnr_db": s, "kept": kept})
         log(f"closed-loop round {r + 1} ({len(dirs)} parameters): {s:.2f} dB ({'kept' if kept else 'dropped'})")

@@ -7,24 +7,33 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..predictor.presets import PRESETS
 from ..predictor.schedule import check_count
-from .options import (add_conditioning_options, add_engine_options, add_output_options, add_run_options,
-                      check_conditioning_args, conditioning, open_sampler, positive, run_settings)
+from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
+                      add_run_options, check_conditioning_args, conditioning, open_sampler, positive, run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b = sub.add_parser("bench", help="compare methods at equal budgets: FLOPs, latency, PSNR, SSIM, memory")
-    b.add_argument("bundle")
+    add_bundle_argument(b)
     add_conditioning_options(b)
     add_run_options(b, sampling=False, full_steps=None)
-    b.add_argument("--budgets", default="10", help="comma-separated full-step budgets, e.g. 10,7")
-    b.add_argument("--methods", default="fora,taylorseer1,taylorseer2,lagrange2",
-                   help="comma-separated: presets and l2p:NAME ({M} = the budget)")
-    b.add_argument("--calibrate", action="store_true", help="calibrate an l2p predictor per budget first")
-    b.add_argument("--calib-conditioning", help="calibration COND.npz (default: the bench conditioning)")
-    b.add_argument("--calib-seeds", type=positive, default=4)
-    b.add_argument("--seeds", type=positive, default=2, help="bench seeds (1000, 1001, ...)")
-    b.add_argument("--plot", help="write a PNG of quality vs. speed-up here")
+    b.add_argument("--budgets", default="10", metavar="M,M...",
+                   help="comma-separated full-step budgets (transformer steps out of --steps), e.g. 10,7")
+    b.add_argument("--methods", default="fora,taylorseer1,taylorseer2,lagrange2", metavar="METHOD,...",
+                   help=f"comma-separated: presets ({', '.join(PRESETS)}) and l2p:NAME predictors of the bundle "
+                        "({M} in a name = the budget, e.g. l2p:mine-{M})")
+    b.add_argument("--calibrate", action="store_true",
+                   help="calibrate an L2P predictor per budget first (l2p:bench-M) and bench it too")
+    b.add_argument("--calib-conditioning", metavar="COND.npz",
+                   help="calibration conditioning for --calibrate (default: the bench conditioning)")
+    b.add_argument("--calib-seeds", type=positive, default=4, metavar="N",
+                   help="calibration seeds per condition for --calibrate (0, 1, ...)")
+    b.add_argument("--seeds", type=positive, default=2, metavar="N",
+                   help="bench seeds per condition (1000, 1001, ...: disjoint from calibration seeds)")
+    b.add_argument("--repeats", type=positive, default=3, metavar="N",
+                   help="timed rounds, each running every method once, interleaved (after one untimed run per seed)")
+    b.add_argument("--plot", metavar="PNG", help="write a plot of quality vs. FLOPs reduction here")
     add_output_options(b, json=True)
     add_engine_options(b, device=False)
     b.set_defaults(func=run)
@@ -40,8 +49,9 @@ def budgets(text: str, steps: int) -> list[int]:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..bench import BENCH_SEED0, format_table, plot, run_bench
+    from ..bench import BENCH_SEED0, check_methods, format_table, plot, run_bench
     from ..calibration.calibrate import CalibrationConfig, Calibrator
+    from ..progress import terminal_bar
 
     steps = run_settings(a).steps
     budget_list = budgets(a.budgets, steps)
@@ -49,15 +59,18 @@ def run(a: argparse.Namespace) -> int:
     sampler = open_sampler(a)  # the one open of the bundle: every calibration and run below shares it
     cond = conditioning(sampler, a)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    made = {"l2p:bench-{M}"} if a.calibrate else set()  # --calibrate makes these first
+    # every name and predictor is checked before calibrating or the full-compute pass
+    check_methods(sampler, [m for m in methods if m not in made], steps, budget_list)
     log = (lambda s: None) if a.json else print
     if a.calibrate:  # one predictor per budget, calibrated on seeds 0.. (bench seeds are disjoint)
         calib = cond if not a.calib_conditioning else sampler.load_conditioning(a.calib_conditioning)
         for m in budget_list:
             cfg = CalibrationConfig(steps=steps, full_steps=m, name=f"bench-{m}", seeds=a.calib_seeds)
-            Calibrator(sampler, calib, cfg, log=log).run()
+            Calibrator(sampler, calib, cfg, log=log, progress=terminal_bar).run()
         methods = [*methods, "l2p:bench-{M}"]
     seeds = range(BENCH_SEED0, BENCH_SEED0 + a.seeds)
-    report = run_bench(sampler, cond, steps, budget_list, methods, seeds, log=log)
+    report = run_bench(sampler, cond, steps, budget_list, methods, seeds, log=log, repeats=a.repeats)
     if a.plot:
         plot(report, Path(a.plot))
     print(json.dumps(report, indent=2) if a.json else format_table(report))

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from .options import PRECISIONS
+from .options import PRECISIONS, add_bundle_argument
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = sub.add_parser("build", help="build TensorRT plans for a bundle (GPU + TensorRT)")
-    t.add_argument("bundle")
-    t.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    t.add_argument("--min", help="min dims, e.g. batch=1,txt_seq=64")
-    t.add_argument("--opt", help="opt dims")
-    t.add_argument("--max", help="max dims")
-    t.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    add_bundle_argument(t)
+    t.add_argument("--precision", choices=PRECISIONS,
+                   help="plan precision (default: the graphs' own; TensorRT 11 builds only that, TensorRT 10 "
+                        "can build an fp32 graph in fp16 or bf16)")
+    t.add_argument("--min", metavar="DIMS", help="smallest dims of the optimization profile, e.g. "
+                                                 "batch=1,txt_seq=64 (default: --opt)")
+    t.add_argument("--opt", metavar="DIMS", help="dims TensorRT tunes for (default: --max, else --min)")
+    t.add_argument("--max", metavar="DIMS", help="largest dims of the profile (default: --opt)")
+    t.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache file (read and updated)")
     t.set_defaults(func=run)
 
 

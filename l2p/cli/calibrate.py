@@ -5,34 +5,36 @@ from __future__ import annotations
 import argparse
 
 from ..calibration.fit import PRIORS, SOLVERS
-from ..errors import InputError
 from ..sampling.loop import TAPS
-from .options import (add_conditioning_options, add_engine_options, add_run_options, check_conditioning_args,
-                      conditioning, non_negative, open_sampler, positive)
+from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_run_options,
+                      check_conditioning_args, conditioning, non_negative, open_sampler, positive)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("calibrate", help="learn an L2P predictor for a bundle (torch-free)",
                        description="Capture full-compute trajectories through the bundle's engine, fit the "
                        "per-step linear predictor, choose the computed steps, and write BUNDLE/predictors/NAME.")
-    c.add_argument("bundle")
+    add_bundle_argument(c)
     add_conditioning_options(c)
-    add_run_options(c, sampling=False, required=True, full_steps="budget M of transformer steps")
+    add_run_options(c, sampling=False, full_steps_required=True,
+                    full_steps="budget: how many of the --steps steps run the transformer")
     c.add_argument("--name", default="default", help="predictor name (use with --method l2p:NAME)")
-    c.add_argument("--seeds", type=int, default=4, help="seeds per condition (calibration set size, 1..256)")
+    c.add_argument("--seeds", type=int, default=4, metavar="N",
+                   help="seeds per condition (calibration set size, 1..256)")
     c.add_argument("--tap", default="output", choices=list(TAPS),
                    help="feature to forecast: the model output, or the cumulative block residual + cheap head")
-    c.add_argument("--K", type=positive, nargs="+", default=[3, 4, 5],
+    c.add_argument("--K", type=positive, nargs="+", default=[3, 4, 5], metavar="K",
                    help="history lengths to try (computed steps the predictor combines)")
-    c.add_argument("--exact", type=int, nargs="+", default=[0, 1, 2],
+    c.add_argument("--exact", type=int, nargs="+", default=[0, 1, 2], metavar="D",
                    help="polynomial degrees to try: the predictor forecasts every trajectory that is a "
                         "polynomial of this degree exactly and learns the rest (0: weights sum to 1)")
     c.add_argument("--no-latents", action="store_true", help="do not try fits with the latent terms")
     c.add_argument("--solver", default="lstsq", choices=SOLVERS, help="closed form or gradient (MSE) fit")
     c.add_argument("--schedule", default="search", choices=["search", "interval"],
                    help="search warm-up + spacing on the calibration set, or a fixed interval")
-    c.add_argument("--warmup", type=non_negative, default=1, help="warm-up steps for --schedule interval")
-    c.add_argument("--refit", type=int, default=1, help="rounds of refitting on the cached sampler's own runs")
+    c.add_argument("--warmup", type=non_negative, default=1, metavar="N", help="warm-up steps for --schedule interval")
+    c.add_argument("--refit", type=int, default=1, metavar="ROUNDS",
+                   help="rounds of refitting on the cached sampler's own runs")
     c.add_argument("--refit-target", default="full", choices=["full", "true"],
                    help="refit towards the full-compute run's feature at each step, or the true feature at the "
                         "cached run's latent")
@@ -42,16 +44,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "free weight (0: off)")
     c.add_argument("--free", action="store_true",
                    help="only try fits without any constraint on the feature weights (same as --exact -1)")
-    c.add_argument("--ridges", type=float, nargs="+", default=[1e-6],
+    c.add_argument("--ridges", type=float, nargs="+", default=[1e-6], metavar="LAMBDA",
                    help="ridge strengths to try (relative to the Gram diagonal; the best on the calibration set wins)")
-    c.add_argument("--prior", nargs="+", default=["lagrange2"], choices=PRIORS,
-                   help="what the ridge pulls the feature weights towards")
+    c.add_argument("--prior", nargs="+", default=["lagrange2"], choices=PRIORS, metavar="PRIOR",
+                   help=f"what the ridge pulls the feature weights towards: {', '.join(PRIORS)}")
     add_engine_options(c, device=False)
     c.set_defaults(func=run)
 
 
 def run(a: argparse.Namespace) -> int:
     from ..calibration.calibrate import CalibrationConfig, Calibrator
+    from ..progress import terminal_bar
 
     cfg = CalibrationConfig(steps=a.steps, full_steps=a.full_steps, name=a.name, seeds=a.seeds, tap=a.tap,
                             Ks=tuple(a.K), latents=not a.no_latents, solver=a.solver,
@@ -59,9 +62,7 @@ def run(a: argparse.Namespace) -> int:
                             closed_loop=a.closed_loop,
                             exacts=(-1,) if a.free else tuple(a.exact), priors=tuple(a.prior),
                             ridges=tuple(a.ridges))
-    if not cfg.name.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"--name {cfg.name!r}: use letters, digits, '-' and '_' only")
     check_conditioning_args(a)
     sampler = open_sampler(a)
-    Calibrator(sampler, conditioning(sampler, a), cfg).run()
+    Calibrator(sampler, conditioning(sampler, a), cfg, progress=terminal_bar).run()
     return 0

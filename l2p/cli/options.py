@@ -7,6 +7,8 @@
   :class:`~l2p.sampling.pipeline.Sampler` (the bundle is opened and verified here, once);
 - output: ``--out``, ``--json``.
 
+Every parser is a :class:`Parser`: its ``--help`` shows each option's default after its help line.
+
 Argument types only parse (an int is an int); ranges are the settings objects' business, so
 every range error reads the same. Counts that no settings object holds use :func:`positive`.
 """
@@ -14,9 +16,9 @@ every range error reads the same. Counts that no settings object holds use :func
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Any
 
+from ..engine.registry import BACKENDS
 from ..errors import InputError
 from ..precision import Precision
 from ..sampling.settings import METHOD_CHOICES, RunSettings
@@ -25,6 +27,29 @@ if TYPE_CHECKING:
     from ..sampling.pipeline import Sampler
 
 PRECISIONS = [p.value for p in Precision]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help when it has a default worth showing (not
+    ``None``, not a switch's ``False``, not already in the text); lists print space-separated,
+    as they are typed."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (d is None or d is argparse.SUPPRESS or isinstance(d, bool) or "default" in text
+                or not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))):
+            return text
+        shown = " ".join(str(x) for x in d) if isinstance(d, (list, tuple)) else str(d)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` with :class:`HelpFormatter` (its subcommand parsers are ``Parser`` too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def positive(text: str) -> int:
@@ -47,29 +72,27 @@ def _at_least(text: str, lo: int, what: str) -> int:
     return v
 
 
-def progress(total: int, desc: str) -> Any:
-    """A tqdm bar on stderr when it is a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=not sys.stderr.isatty())
-
-
 # run ----------------------------------------------------------------------------------------
-def add_run_options(p: argparse.ArgumentParser, sampling: bool = True, required: bool = False,
+def add_bundle_argument(p: argparse.ArgumentParser) -> None:
+    """The positional ``BUNDLE``."""
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (made by l2p export)")
+
+
+def add_run_options(p: argparse.ArgumentParser, sampling: bool = True, full_steps_required: bool = False,
                     full_steps: str | None = "how many steps run the transformer (cached methods)",
                     full_steps_default: int | None = None) -> None:
-    """``--steps`` and ``--full-steps`` (described by ``full_steps``; ``None``: no such flag); with
-    ``sampling`` also ``--seed``, ``--method`` and ``--guidance``. ``required``: no defaults for the counts."""
-    p.add_argument("--steps", type=int, required=required, default=None if required else 50,
-                   help="sampling steps N (1..1000)")
+    """``--steps`` (default 50) and ``--full-steps`` (described by ``full_steps``; ``None``: no such
+    flag); with ``sampling`` also ``--seed``, ``--method`` and ``--guidance``."""
+    p.add_argument("--steps", type=int, default=50, metavar="N", help="sampling steps (1..1000)")
     if full_steps is not None:
-        p.add_argument("--full-steps", type=int, required=required, default=full_steps_default, help=full_steps)
+        p.add_argument("--full-steps", type=int, required=full_steps_required, default=full_steps_default,
+                       metavar="M", help=full_steps)
     if sampling:
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (0..2**63-1)")
         p.add_argument("--method", default="full", metavar="METHOD",
                        help=f"one of: {', '.join(METHOD_CHOICES)} (a calibrated predictor of the bundle)")
         p.add_argument("--guidance", type=float, default=3.5,
-                       help="FLUX guidance embedding (guidance-distilled models)")
+                       help="FLUX guidance embedding (guidance-distilled models; others ignore it)")
 
 
 def run_settings(a: argparse.Namespace) -> RunSettings:
@@ -82,11 +105,12 @@ def run_settings(a: argparse.Namespace) -> RunSettings:
 def add_conditioning_options(p: argparse.ArgumentParser, prompt_file: bool = True) -> None:
     """``--prompts FILE`` (or with ``prompt_file=False``, ``--prompt TEXT...``) or ``--conditioning``."""
     if prompt_file:
-        p.add_argument("--prompts", help="text file, one prompt per line (bundle with text encoders)")
+        p.add_argument("--prompts", metavar="FILE", help="text file, one prompt per line (bundle with text encoders)")
     else:
-        p.add_argument("--prompt", nargs="+", help="one or more prompts (needs a bundle with text encoders)")
-    p.add_argument("--conditioning",
-                   help="COND.npz with arrays named after the transformer inputs, one row per condition")
+        p.add_argument("--prompt", nargs="+", metavar="TEXT",
+                       help="one or more prompts (needs a bundle with text encoders)")
+    p.add_argument("--conditioning", metavar="COND.npz",
+                   help="arrays named after the transformer inputs, one row per condition (instead of prompts)")
 
 
 def check_conditioning_args(a: argparse.Namespace) -> None:
@@ -114,11 +138,12 @@ def conditioning(sampler: Sampler, a: argparse.Namespace) -> dict[str, Any]:
 def add_engine_options(p: argparse.ArgumentParser, device: bool = True) -> None:
     """``--threads``; with ``device`` also ``--backend``, ``--device`` and ``--cuda-graph``."""
     if device:
-        p.add_argument("--backend", default="onnxruntime", help="onnxruntime (CPU), onnxruntime-cuda, tensorrt")
+        p.add_argument("--backend", default="onnxruntime",
+                       help=f"engine backend: {', '.join(BACKENDS)} (onnxruntime runs on the CPU)")
         p.add_argument("--device", default="cpu",
                        help="cpu, or cuda / cuda:N: keep the whole loop on the GPU (needs cupy and a GPU backend)")
         p.add_argument("--cuda-graph", action="store_true", help="replay CUDA graphs per engine (--backend tensorrt)")
-    p.add_argument("--threads", type=int, help="CPU threads per engine")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads per engine (default: all cores)")
 
 
 def open_sampler(a: argparse.Namespace, guidance: float = 3.5) -> Sampler:
@@ -135,6 +160,6 @@ def add_output_options(p: argparse.ArgumentParser, out: str | None = None, defau
                        json: bool = False) -> None:
     """``--out`` (described by ``out``; required unless it has a ``default``) and ``--json``."""
     if out is not None:
-        p.add_argument("--out", required=default is None, default=default, help=out)
+        p.add_argument("--out", required=default is None, default=default, metavar="DIR", help=out)
     if json:
         p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import time
+import os
 from pathlib import Path
 
 from ..errors import InputError
-from .options import (add_conditioning_options, add_engine_options, add_output_options, add_run_options,
-                      check_conditioning_args, conditioning, open_sampler, progress, run_settings)
+from ..sampling.settings import METHOD_CHOICES
+from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
+                      add_run_options, check_conditioning_args, conditioning, open_sampler, run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("sample", help="sample images from a bundle (torch-free)")
-    s.add_argument("bundle")
+    add_bundle_argument(s)
     add_conditioning_options(s, prompt_file=False)
-    s.add_argument("--index", type=int, help="sample only this conditioning row")
+    s.add_argument("--index", type=int, metavar="ROW", help="sample only this conditioning row (0-based)")
     add_run_options(s)
-    s.add_argument("--initial-latents", help="latents.npz of an earlier run: rerun from its 'initial' noise")
+    s.add_argument("--initial-latents", metavar="LATENTS.npz",
+                   help="latents.npz of an earlier run: rerun from its 'initial' noise")
     add_engine_options(s)
     add_output_options(s, out="output folder for PNGs, latents.npz and run.json")
     s.set_defaults(func=run)
@@ -25,12 +27,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(a: argparse.Namespace) -> int:
     from ..atomic import load_npz, save_npz, write_json
+    from ..engine.onnxruntime_backend import resolve_threads
+    from ..progress import terminal_bar
+    from ..run_record import run_record
     from ..sampling.pipeline import save_images
+    from ..sampling.run_dir import RUN_FORMAT, check_run_out, run_folder
 
     settings = run_settings(a)
+    if settings.parsed_method.kind == "full" and settings.full_steps not in (None, settings.steps):
+        raise InputError(f"--full-steps {settings.full_steps} with --method full: full compute runs the transformer "
+                         f"on all {settings.steps} steps; drop --full-steps, or choose a cached method "
+                         f"({', '.join(METHOD_CHOICES[1:])})")
     check_conditioning_args(a)
-    if Path(a.out).exists() and not Path(a.out).is_dir():
-        raise InputError(f"--out {a.out} is a file; give a folder for the images, latents.npz and run.json")
+    check_run_out(Path(os.path.realpath(a.out)))  # a file, or a folder holding anything but an earlier run
     sampler = open_sampler(a, guidance=settings.guidance)
     cond = conditioning(sampler, a)
     rows = len(next(iter(cond.values())))
@@ -47,22 +56,21 @@ def run(a: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read --initial-latents {a.initial_latents}: {e}") from None
     out = Path(a.out)
-    bar = progress(settings.steps, f"sampling ({settings.method})")
+    bar = terminal_bar(settings.steps, f"sampling ({settings.method})", "step")
     res = sampler.run(cond, settings, initial=initial, progress=lambda i: bar.update(1))
     bar.close()
-    paths = save_images(res.images, out) if res.images is not None and res.images.size else []
-    save_npz(out / "latents.npz", initial=res.initial, final=res.final)
-    computed = res.loop.computed_steps
-    record = {
-        "bundle": str(Path(a.bundle).resolve()), "bundle_hash": sampler.bundle.hash, "method": settings.method,
-        "steps": settings.steps, "full_steps": computed, "seed": settings.seed, "rows": int(res.final.shape[0]),
-        "index": a.index, "backend": a.backend, "device": a.device, "prompts": list(a.prompt or []),
-        "conditioning": str(a.conditioning) if a.conditioning else None,
-        "initial_latents": str(a.initial_latents) if a.initial_latents else None,
-        "timings": {"denoise_s": res.seconds, "per_step_s": [s.seconds for s in res.loop.steps]},
-        "computed_steps": [s.index for s in res.loop.steps if s.computed],
-        "images": [p.name for p in paths], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_json(out / "run.json", record)
-    print(f"{len(paths)} image(s), {computed}/{settings.steps} full steps, {res.seconds:.2f} s -> {out}/")
+    prompts = list(a.prompt or [])
+    if a.index is not None and prompts:
+        prompts = prompts[a.index:a.index + 1]
+    threads = resolve_threads(a.threads) if a.backend.startswith("onnxruntime") else a.threads
+    with run_folder(out) as stage:  # replaces an earlier run at --out as a whole, once this one is written
+        paths = save_images(res.images, stage) if res.images is not None and res.images.size else []
+        save_npz(stage / "latents.npz", initial=res.initial, final=res.final)
+        record = run_record(sampler, settings, res, prompts=prompts, images=paths, threads=threads, index=a.index,
+                            backend=a.backend, device=a.device,
+                            conditioning=str(a.conditioning) if a.conditioning else None,
+                            initial_latents=str(a.initial_latents) if a.initial_latents else None)
+        write_json(stage / "run.json", {"format": RUN_FORMAT, **record})
+    print(f"{len(paths)} image(s), {res.loop.computed_steps}/{settings.steps} full steps, {res.seconds:.2f} s "
+          f"-> {out}/")
     return 0

@@ -12,9 +12,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        description="Write a repository to a temporary folder and run tritonserver in the foreground.")
     add_repo_options(v)
     v.add_argument("--address", default="127.0.0.1", help="address the endpoints listen on")
-    v.add_argument("--http-port", type=int, default=8000, help="HTTP/REST endpoint port")
-    v.add_argument("--grpc-port", type=int, default=8001, help="gRPC endpoint port")
-    v.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
+    v.add_argument("--http-port", type=int, metavar="PORT", default=8000, help="HTTP/REST endpoint port")
+    v.add_argument("--grpc-port", type=int, metavar="PORT", default=8001, help="gRPC endpoint port")
+    v.add_argument("--metrics-port", type=int, metavar="PORT", default=8002, help="Prometheus metrics port")
     v.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        description="Write REPO/l2p (config.pbtxt, a Python-backend model.py running the torch-free "
                        "loop, the bundle) to mount into NVIDIA's Triton container.")
     add_repo_options(r)
-    r.add_argument("--out", required=True, help="repository folder to write")
+    r.add_argument("--out", required=True, metavar="DIR", help="repository folder to write")
     r.add_argument("--reference", action="store_true",
                    help="reference the bundle by absolute path instead of linking/copying it into the repository")
     r.set_defaults(func=run)

@@ -6,22 +6,25 @@ import argparse
 import json
 
 from ..errors import InputError
-from .options import positive
+from .options import add_bundle_argument, positive
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = sub.add_parser("validate", help="compare a bundle with the PyTorch model (needs torch)")
-    v.add_argument("bundle")
-    v.add_argument("--model", help="the diffusers folder the bundle came from")
-    v.add_argument("--conditioning", help="COND.npz for the sampling run (default: the bundle's text encoders or random)")
-    v.add_argument("--index", type=int, default=0, help="conditioning row for the sampling run")
-    v.add_argument("--steps", type=positive, default=50)
-    v.add_argument("--seed", type=int, default=0)
+    add_bundle_argument(v)
+    v.add_argument("--model", metavar="MODEL", help="the diffusers folder the bundle came from")
+    v.add_argument("--conditioning", metavar="COND.npz",
+                   help="conditioning of the sampling run (default: the bundle's text encoders or random)")
+    v.add_argument("--index", type=int, default=0, metavar="ROW", help="conditioning row for the sampling run")
+    v.add_argument("--steps", type=positive, default=50, metavar="N",
+                   help="steps of the sampling run compared step by step with PyTorch")
+    v.add_argument("--seed", type=int, default=0, help="seed of the sampling run's starting noise")
     v.add_argument("--backend", default="pytorch",
                    help="pytorch (default: compare with the PyTorch model), or tensorrt / onnxruntime-cuda "
                         "(compare that backend with ONNX Runtime CPU)")
-    v.add_argument("--dims", help="sample dims for --backend validation, e.g. batch=1,img_seq=64 (needed for "
-                                  "onnxruntime-*; tensorrt default: the min shapes of the built plans)")
+    v.add_argument("--dims", metavar="DIMS",
+                   help="sample dims for --backend validation, e.g. batch=1,img_seq=64 (needed for "
+                        "onnxruntime-*; tensorrt default: the min shapes of the built plans)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=run)
 

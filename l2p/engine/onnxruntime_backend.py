@@ -21,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, L2PError, MissingDependencyError, missing_extra
+from ..errors import ArtifactError, InputError, L2PError, MissingDependencyError
+from ..failures import first_line
 from ..spec import IOSpec
 from .base import Engine
 from .device_array import ArrayMeta, device_index, device_ptr, empty, import_cupy, is_cupy
+from .ort_options import import_ort as _import_ort
+from .ort_options import resolve_threads, session_options  # noqa: F401  (resolve_threads: re-exported)
 
 #: backend name -> execution provider
 PROVIDERS = {
@@ -34,7 +37,6 @@ PROVIDERS = {
 }
 #: providers whose engines can keep their I/O on the GPU
 DEVICE_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-MAX_THREADS_PER_CORE = 4  # --threads above this many per core is refused
 _EXTRA = {
     "CPUExecutionProvider": "base install",
     "CUDAExecutionProvider": "gpu",
@@ -45,36 +47,6 @@ ORT_DTYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
     "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool",
 }
-
-
-def _import_ort() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise missing_extra("onnxruntime", "gpu", "the onnxruntime backend") from None
-    return ort
-
-
-def session_options(threads: int | None = None, deterministic: bool = True) -> Any:
-    """Session options: full graph optimisation; fixed thread count for reproducible timing."""
-    ort = _import_ort()
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    if threads is None:
-        env = os.environ.get("L2P_THREADS", "0").strip()
-        if not env.isdigit():
-            raise InputError(f"L2P_THREADS={env!r} is not a thread count; set a positive integer or unset it")
-        threads = int(env) or (os.cpu_count() or 1)
-    limit = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
-    if not 1 <= threads <= limit:  # onnxruntime would start them all: thousands exhaust the memory
-        raise InputError(f"--threads {threads} is out of range; use 1..{limit} ({os.cpu_count()} cores here)")
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if deterministic:
-        so.use_deterministic_compute = True
-    return so
 
 
 def check_provider(provider: str, available: Sequence[str]) -> None:
@@ -111,6 +83,8 @@ class OrtEngine(Engine):
             (the CUDA device the GPU provider runs on and ``run_device`` binds).
         threads: intra-op threads (default: all cores, or ``$L2P_THREADS``).
         provider_options: extra options for the execution provider.
+        spinning: let idle intra-op workers busy-wait (the transformer); ``False`` for engines
+            that run between the transformer's calls (see :mod:`l2p.engine.ort_options`).
     """
 
     device_inputs = "OrtValues (engine.to_device(array)) or cupy arrays"
@@ -125,6 +99,7 @@ class OrtEngine(Engine):
         device: str = "cpu",
         threads: int | None = None,
         provider_options: Mapping[str, Any] | None = None,
+        spinning: bool = True,
     ) -> None:
         super().__init__(name, spec)
         if backend not in PROVIDERS:
@@ -141,7 +116,8 @@ class OrtEngine(Engine):
             options = [{"device_id": self.device_id, **o} for o in options]
         model = source if isinstance(source, bytes) else str(Path(source))
         try:
-            self.session = ort.InferenceSession(model, sess_options=session_options(threads), providers=providers,
+            self.session = ort.InferenceSession(model, sess_options=session_options(threads, spinning=spinning),
+                                                providers=providers,
                                                 provider_options=options)
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -164,7 +140,14 @@ class OrtEngine(Engine):
         return PROVIDERS.get(backend) in DEVICE_PROVIDERS
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self._outputs, {k: np.ascontiguousarray(v) for k, v in feed.items()})
+        try:
+            outs = self.session.run(self._outputs, {k: np.ascontiguousarray(v) for k, v in feed.items()})
+        except Exception as e:
+            if not type(e).__module__.startswith("onnxruntime"):
+                raise
+            raise ArtifactError(f"the {self.name} engine ({self.backend}) failed in ONNX Runtime: {type(e).__name__}: "
+                                f"{first_line(e)}; the graph does not accept the inputs its I/O spec promises or is "
+                                "damaged: re-export the bundle (or re-calibrate the predictor)") from None
         return dict(zip(self._outputs, outs))
 
     def to_device(self, array: np.ndarray) -> Any:

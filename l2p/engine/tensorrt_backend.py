@@ -34,6 +34,7 @@ from .trt_plans import (
     graph_name_of,
     graph_sha256,
     load_plan,
+    max_plan_bytes,
     plans_dir,
     read_sidecar,
     select_plan,
@@ -107,7 +108,7 @@ class TrtEngine(Engine):
             graph_prec = declared_precision(onnx_path, manifest)
             self.precision = Precision.parse(precision) if precision is not None else graph_prec
             mode = build_mode(self.precision, graph_prec, self.trt_version)
-            plan: bytes | memoryview = build_plan_bytes(onnx_path, self.profiles, mode)[0]
+            plan: bytes | bytearray | memoryview = build_plan_bytes(onnx_path, self.profiles, mode)[0]
         else:
             if plan_path is not None:
                 fields = PlanFields.from_dict(read_sidecar(Path(plan_path).with_suffix(".json")))
@@ -123,7 +124,8 @@ class TrtEngine(Engine):
                                                 self.compute_capability, precision)
             self.precision = Precision.parse(precision if precision is not None else fields.precision)
             current = PlanFields(onnx_sha, self.trt_version, self.compute_capability, self.precision, fields.profiles)
-            plan = load_plan(plan_path, current)  # refuses foreign/tampered plans before deserializing
+            # refuses foreign, tampered, oversized or linked plans before deserializing
+            plan = load_plan(plan_path, current, max_bytes=max_plan_bytes(onnx_path))
             self.plan_path, self.profiles = Path(plan_path), fields.profiles
         self._load(trt, plan)
         self.use_cuda_graph = use_cuda_graph
@@ -132,8 +134,10 @@ class TrtEngine(Engine):
         self._buffers: dict[str, Any] = {}
         self._graphs: dict[Any, Any] = {}
 
-    def _load(self, trt: Any, plan: bytes | memoryview) -> None:
+    def _load(self, trt: Any, plan: bytes | bytearray | memoryview) -> None:
         self.runtime = trt.Runtime(trt_logger(trt))
+        if hasattr(self.runtime, "engine_host_code_allowed"):  # TensorRT >= 10: never run code shipped in a plan
+            self.runtime.engine_host_code_allowed = False
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
             raise ArtifactError(f"{self.name}: TensorRT could not deserialize the plan; "

@@ -22,6 +22,7 @@ from .trt_plans import (
     declared_precision,
     graph_sha256,
     load_plan,
+    max_plan_bytes,
     plans_dir,
     save_plan,
     sm,
@@ -154,9 +155,9 @@ def build_plans(
         fields = PlanFields(graph_sha256(onnx_path, bundle.root, bundle.manifest.get("files")),
                             trt_version, cc, prec, tuple(profiles[g]))
         path = plans_dir(bundle.root, g) / f"{fields.key}.plan"
-        if path.is_file() and not force:
+        if os.path.lexists(path) and not force:
             try:
-                load_plan(path, fields)
+                load_plan(path, fields, max_bytes=max_plan_bytes(onnx_path))
                 _say(progress, f"{g}: plan up to date ({path})")
                 out[g] = path
                 continue

@@ -5,7 +5,14 @@ graph identity and the precision rules. Pure Python (numpy, onnx): tested on CPU
 Cache layout (plans are tied to the TensorRT version and the GPU, so both are in the key)::
 
     BUNDLE/plans/<graph>/<key>.plan    serialized engine
-    BUNDLE/plans/<graph>/<key>.json    sidecar: the key's fields + plan sha256 (written last)
+    BUNDLE/plans/<graph>/<key>.json    sidecar: the key's fields + plan sha256 and size (written last)
+
+Plans get the integrity rules of the rest of the bundle before TensorRT deserializes a byte:
+no symbolic links on the way (``plans``, ``plans/<graph>``, the files), regular files only, the
+sidecar named after the key of its own fields, whose ``onnx_sha256`` must be the bundle
+manifest's graph hash (so a plan belongs to exactly this bundle graph), the plan's size checked
+against the sidecar and :func:`max_plan_bytes` before reading, its sha256 against the sidecar
+after. The runtime refuses plans that carry host code (``engine_host_code_allowed = False``).
 
 ``key = sha256(canonical JSON of onnx_sha256, trt_version, compute_capability, precision,
 profiles)``.
@@ -31,6 +38,7 @@ import numpy as np
 from ..atomic import sha256_file, write_bytes, write_json
 from ..bundle import Bundle
 from ..errors import ArtifactError, InputError, MismatchError
+from ..safe_io import open_regular, read_json, safe_relpath
 from ..precision import Precision
 from .trt_profiles import ProfileShape, profiles_json
 
@@ -96,8 +104,18 @@ def sm(compute_capability: str) -> str:
 
 
 def plans_dir(bundle_root: str | os.PathLike[str], graph: str) -> Path:
-    """``BUNDLE/plans/<graph>``."""
-    return Path(bundle_root) / "plans" / graph
+    """``BUNDLE/plans/<graph>``, refusing graph names that are paths and symbolic links on the way."""
+    if not graph or "/" in graph or graph in (".", ".."):
+        raise ArtifactError(f"graph name {graph!r} cannot name a plan folder; re-export the bundle")
+    return safe_relpath(bundle_root, f"plans/{graph}", "TensorRT plan folder")
+
+
+def max_plan_bytes(onnx_path: str | os.PathLike[str]) -> int:
+    """The largest plan l2p reads for a graph: twice its weights (``.onnx`` + external data) + 1 GiB
+    of kernels. A plan holds the weights once (in the graph's precision or lower) plus its tactics."""
+    onnx_path = Path(onnx_path)
+    files = [onnx_path, *(onnx_path.parent / loc for loc in _external_locations(onnx_path))]
+    return 2 * sum(f.stat().st_size for f in files if f.is_file()) + (1 << 30)
 
 
 def _rebuild_hint(plan_dir: Path) -> str:
@@ -121,22 +139,31 @@ def save_plan(plan_dir: str | os.PathLike[str], fields: PlanFields, plan: bytes 
 
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a plan sidecar (``<key>.json``); raises :class:`ArtifactError`."""
+    """Read and check a plan sidecar (``<key>.json``); raises :class:`ArtifactError`.
+
+    The sidecar must be a regular file (not a link) named after the key of its own fields, and
+    hold the plan's sha256 and size.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ArtifactError(
             f"TensorRT plan sidecar {path} is missing (an interrupted build?); {_rebuild_hint(path.parent)}"
         )
+    fix = _rebuild_hint(path.parent)
+    info = read_json(path, f"TensorRT plan sidecar {path}", fix)
     try:
-        info = json.loads(path.read_text())
-        PlanFields.from_dict(info)
+        key = PlanFields.from_dict(info).key
     except (ValueError, KeyError, TypeError) as e:
-        raise ArtifactError(f"TensorRT plan sidecar {path} is unreadable ({e}); {_rebuild_hint(path.parent)}") from None
+        raise ArtifactError(f"TensorRT plan sidecar {path} is unreadable ({e}); {fix}") from None
     if info.get("format") != PLAN_FORMAT or info.get("format_version") != PLAN_FORMAT_VERSION:
         raise ArtifactError(
-            f"{path} is not an l2p TensorRT plan sidecar of format version {PLAN_FORMAT_VERSION}; "
-            f"{_rebuild_hint(path.parent)}"
+            f"{path} is not an l2p TensorRT plan sidecar of format version {PLAN_FORMAT_VERSION}; {fix}"
         )
+    sha, size = info.get("plan_sha256"), info.get("plan_size")
+    if info.get("key") != key or path.stem != key or not (isinstance(sha, str) and len(sha) == 64) \
+            or not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        raise ArtifactError(f"TensorRT plan sidecar {path} does not describe its plan (its key, file name, "
+                            f"plan sha256 and size must agree with its fields); {fix}")
     return dict(info)
 
 
@@ -161,28 +188,36 @@ def plan_differences(built: PlanFields, current: PlanFields, check_profiles: boo
     return diffs
 
 
-def load_plan(plan_path: str | os.PathLike[str], current: PlanFields, check_profiles: bool = True) -> bytes:
+def load_plan(plan_path: str | os.PathLike[str], current: PlanFields, check_profiles: bool = True,
+              max_bytes: int | None = None) -> bytearray:
     """Read a plan after checking its sidecar against ``current`` and its sha256.
 
+    The plan and its sidecar must be regular files, not symbolic links; the plan's size must be
+    the sidecar's (and at most ``max_bytes``, see :func:`max_plan_bytes`) before a byte of it is
+    read, and its sha256 the sidecar's before TensorRT sees it.
+
     Raises :class:`MismatchError` (foreign TensorRT/GPU/graph/precision/profile) before the plan
-    bytes are even read, and :class:`ArtifactError` for a tampered or truncated plan.
+    bytes are even read, and :class:`ArtifactError` for a tampered, truncated or oversized plan.
     """
     plan_path = Path(plan_path)
+    fix = _rebuild_hint(plan_path.parent)
     info = read_sidecar(plan_path.with_suffix(".json"))
     diffs = plan_differences(PlanFields.from_dict(info), current, check_profiles)
     if diffs:
-        raise MismatchError(f"TensorRT plan {plan_path} cannot be used: " + "; ".join(diffs)
-                            + f"; {_rebuild_hint(plan_path.parent)}")
-    if not plan_path.is_file():
-        raise ArtifactError(
-            f"TensorRT plan {plan_path} is missing next to its sidecar; {_rebuild_hint(plan_path.parent)}"
-        )
-    data = plan_path.read_bytes()
-    if len(data) != info["plan_size"] or hashlib.sha256(data).hexdigest() != info["plan_sha256"]:
-        raise ArtifactError(
-            f"TensorRT plan {plan_path} does not match the sha256 in its sidecar: it is truncated or was "
-            f"tampered with; refusing to deserialize it; {_rebuild_hint(plan_path.parent)}"
-        )
+        raise MismatchError(f"TensorRT plan {plan_path} cannot be used: " + "; ".join(diffs) + f"; {fix}")
+    if not os.path.lexists(plan_path):
+        raise ArtifactError(f"TensorRT plan {plan_path} is missing next to its sidecar; {fix}")
+    size = int(info["plan_size"])
+    if max_bytes is not None and size > max_bytes:
+        raise ArtifactError(f"TensorRT plan {plan_path}: its sidecar says {size} bytes, more than a plan of this "
+                            f"graph can be ({max_bytes}); refusing to read it; {fix}")
+    with os.fdopen(open_regular(plan_path, "TensorRT plan"), "rb") as f:
+        data = bytearray(size) if os.fstat(f.fileno()).st_size == size else None
+        if data is None or f.readinto(data) != size or hashlib.sha256(data).hexdigest() != info["plan_sha256"]:
+            raise ArtifactError(
+                f"TensorRT plan {plan_path} does not match the size and sha256 in its sidecar: it is truncated "
+                f"or was tampered with; refusing to deserialize it; {fix}"
+            )
     return data
 
 
@@ -268,14 +303,16 @@ def graph_sha256(onnx_path: str | os.PathLike[str], bundle_root: str | os.PathLi
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
-def graph_precision(onnx_path: str | os.PathLike[str]) -> Precision:
-    """Precision of a graph from its float initializers (most elements wins; none -> fp32)."""
+def graph_precision(onnx_path: str | os.PathLike[str] | Any) -> Precision:
+    """Precision of a graph (an ``.onnx`` path or a loaded ``ModelProto``) from its float
+    initializers (most elements wins; none -> fp32)."""
     import onnx
 
     counts = {Precision.FP32: 0, Precision.FP16: 0, Precision.BF16: 0}
     kinds = {onnx.TensorProto.FLOAT: Precision.FP32, onnx.TensorProto.FLOAT16: Precision.FP16,
              onnx.TensorProto.BFLOAT16: Precision.BF16}
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = onnx_path if isinstance(onnx_path, onnx.ModelProto) else onnx.load(str(onnx_path),
+                                                                             load_external_data=False)
     for t in model.graph.initializer:
         if t.data_type in kinds:
             counts[kinds[t.data_type]] += int(np.prod(t.dims)) if len(t.dims) else 1

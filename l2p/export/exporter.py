@@ -2,16 +2,19 @@
 manifest written last).
 
 Idempotent: a bundle whose manifest records the same export settings and source fingerprint is
-left alone. A folder left by an interrupted export (marker file, no manifest) is cleaned first.
+left alone. The new bundle is written beside ``--out`` and swapped in once complete
+(:mod:`l2p.staging`); what may be replaced is decided in :mod:`l2p.export.out_dir`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import inspect
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -21,14 +24,21 @@ from ..bundle import MANIFEST, open_bundle, write_manifest
 from ..engine.registry import open_engine
 from ..errors import ArtifactError, InputError, L2PError
 from ..metrics import rel_error
-from ..families import family_of_model
+from ..failures import first_line
+from ..families import Family, family_of_model
 from ..models import model_defaults, read_json, resolve_model
 from ..precision import FORWARD_RTOL, Precision, torch_dtype
+from ..staging import StagedFolder
 from .base import ExportGraph, FamilyAdapter
 from .encoders import clip_graph, t5_graph, trace_args, vae_decoder_graph
 from .onnx_export import export_graph
+from .out_dir import MARKER, carry_predictors, inspect_out, refuse_losses, settings_change, stale_predictors
 
-MARKER = ".l2p-export-in-progress"
+__all__ = ["MARKER", "ExportConfig", "export_bundle"]
+
+#: bounds checked before anything is loaded or allocated
+MAX_LATENT = 1024
+MAX_TEXT_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -55,27 +65,23 @@ def _fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _prepare_out(out: Path) -> None:
-    """Make ``out`` an empty folder we own; clean a partial export; never delete foreign files."""
-    if out.exists() and any(out.iterdir()):
-        if (out / MARKER).exists() or (out / MANIFEST).exists():
-            shutil.rmtree(out)
-        else:
-            raise InputError(f"output folder '{out}' exists and is not an l2p bundle; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("export in progress; a folder with this file is incomplete\n")
-
-
 def _load(cls_name: str, path: Path, dtype: torch.dtype) -> torch.nn.Module:
     import diffusers
     import transformers
 
+    # their "Loading weights" bars would interleave with our log lines; loading a checkpoint is quick
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     cls = getattr(diffusers, cls_name, None) or getattr(transformers, cls_name, None)
     if cls is None:
         raise InputError(f"{path}: unknown class '{cls_name}'")
     kw: dict[str, Any] = {"low_cpu_mem_usage": True}
     kw["torch_dtype" if hasattr(diffusers, cls_name) else "dtype"] = dtype
-    return cls.from_pretrained(str(path), **kw).eval()
+    try:
+        return cls.from_pretrained(str(path), **kw).eval()
+    except Exception as e:  # diffusers/transformers/safetensors raise many types for a damaged folder
+        raise InputError(f"cannot load {cls_name} from {path}: {type(e).__name__}: {first_line(e)}; the model "
+                         "folder is incomplete or damaged: copy or download it again") from e
 
 
 def _save_graph(graph: ExportGraph, out: Path, precision: Precision, args: tuple[torch.Tensor, ...]) -> dict[str, str]:
@@ -109,11 +115,17 @@ def _tokenizer(src: Path, dst: Path, max_length: int) -> dict[str, Any]:
 
 def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | None = None,
                   image_size: tuple[int, int] | None = None, precision: str = "fp32",
-                  max_sequence_length: int | None = None, check: bool = True,
+                  max_sequence_length: int | None = None, check: bool = True, force: bool = False,
                   log: Callable[[str], None] = print) -> Path:
-    """Export ``model`` (a diffusers folder or built-in name) to the bundle folder ``out``."""
+    """Export ``model`` (a diffusers folder or built-in name) to the bundle folder ``out``.
+
+    Every argument is checked before the disk is touched. An existing bundle at ``out`` is
+    replaced only once the new one is complete; its calibrated predictors are kept when the new
+    denoiser is byte-identical, and export refuses to delete any other predictor or a file the
+    bundle does not list unless ``force`` (see :mod:`l2p.export.out_dir`).
+    """
     src = resolve_model(model)
-    out = Path(out)
+    out = Path(os.path.realpath(out))  # --out given as a symlink: write where it points
     prec = Precision.parse(precision)
     defaults = model_defaults(src)
     pipeline = (src / "model_index.json").is_file()
@@ -138,20 +150,78 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
             latent_size = (1024 // vae_factor, 1024 // vae_factor)
         else:
             raise InputError("a transformer-only folder needs --latent-size H W (the VAE latent size)")
+    _check_latent_size(adapter_cls, tcfg, latent_size)
+    _check_text_length(src, pipeline, max_sequence_length)
     max_len = int(max_sequence_length or defaults.get("max_sequence_length", 512))
     cfg = ExportConfig(latent_size[0], latent_size[1], prec.value, max_len, check)
+    old = inspect_out(out)  # refuses a file or a foreign folder before anything is written
+    change = settings_change(old, cls_name, latent_size, prec.value)
+    if change:  # the export will certainly replace the bundle: refuse losses before the long part
+        refuse_losses(old, stale_predictors(old, settings_change=change), force, log=lambda s: None)
     fingerprint = _fingerprint(src)
 
-    if (out / MANIFEST).is_file():
-        try:
-            old = open_bundle(out, verify=True)
-            ec = old.manifest.get("export_config", {})
-            if ec.get("settings") == asdict(cfg) and ec.get("source_fingerprint") == fingerprint:
-                log(f"bundle {out} is up to date (same model and settings); nothing to do")
-                return out
-        except ArtifactError:
-            pass
-    _prepare_out(out)
+    with StagedFolder(out, f"bundle {out}") as staged:
+        if _up_to_date(out, cfg, fingerprint):
+            log(f"bundle {out} is up to date (same model and settings); nothing to do")
+            return out
+        old = inspect_out(out)  # again, under the lock
+        change = settings_change(old, cls_name, latent_size, prec.value)
+        refuse_losses(old, stale_predictors(old, settings_change=change), force, log=lambda s: None)
+        stage = staged.begin()
+        manifest = _write_bundle(src, stage, model, fam, cls_name, tcfg, cfg, prec, pipeline, defaults,
+                                 fingerprint, log)
+        lost = stale_predictors(old, new_manifest=manifest, settings_change=change)
+        refuse_losses(old, lost, force, log)  # with --force: says what it deletes
+        carry_predictors(old, stage, manifest, lost, log)
+        staged.commit()
+    log(f"wrote bundle {out}")
+    return out
+
+
+def _check_latent_size(adapter_cls: type[FamilyAdapter], tcfg: dict[str, Any], latent_size: tuple[int, int]) -> None:
+    """The adapter's latent-size check on the transformer config alone, before any weights are loaded."""
+    import diffusers
+
+    if not all(1 <= d <= MAX_LATENT for d in latent_size):
+        raise InputError(f"latent size {latent_size[0]}x{latent_size[1]} is out of range; use 1..{MAX_LATENT} "
+                         "per side (images: the latent size times the VAE factor, usually 8)")
+    init = inspect.signature(getattr(diffusers, str(tcfg["_class_name"])).__init__).parameters.values()
+    config = {p.name: p.default for p in init if p.default is not inspect.Parameter.empty}
+    probe = object.__new__(adapter_cls)  # check_latent_size reads only .model.config and .latent_size
+    probe.model = SimpleNamespace(config=SimpleNamespace(**{**config, **tcfg}))  # type: ignore[assignment]
+    probe.latent_size = latent_size
+    probe.check_latent_size()
+
+
+def _check_text_length(src: Path, pipeline: bool, max_sequence_length: int | None) -> None:
+    if max_sequence_length is None:
+        return
+    if not 1 <= max_sequence_length <= MAX_TEXT_LENGTH:
+        raise InputError(f"--max-sequence-length {max_sequence_length} is out of range; use 1..{MAX_TEXT_LENGTH} "
+                         "(T5 tokens; FLUX.1 uses 512)")
+    index = read_json(src / "model_index.json") if pipeline else {}
+    if not (index.get("text_encoder_2") or [None])[0]:
+        raise InputError(f"--max-sequence-length sets the token length of a pipeline's T5 text encoder, and {src} "
+                         "has none (a transformer-only folder takes its conditioning from COND.npz); drop it")
+
+
+def _up_to_date(out: Path, cfg: ExportConfig, fingerprint: str) -> bool:
+    """Whether ``out`` is a sound bundle made from the same source with the same settings."""
+    if not (out / MANIFEST).is_file():
+        return False
+    try:
+        ec = open_bundle(out, verify=True).manifest.get("export_config", {})
+    except ArtifactError:
+        return False
+    return bool(ec.get("settings") == asdict(cfg) and ec.get("source_fingerprint") == fingerprint)
+
+
+def _write_bundle(src: Path, out: Path, model: str, fam: Family, cls_name: str, tcfg: dict[str, Any],
+                  cfg: ExportConfig, prec: Precision, pipeline: bool, defaults: dict[str, Any], fingerprint: str,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """Export every graph, tokenizer and the scheduler into the empty folder ``out``; manifest last."""
+    latent_size, max_len, check = (cfg.latent_height, cfg.latent_width), cfg.max_sequence_length, cfg.check
+    adapter_cls = fam.adapter_class()
     dtype = torch_dtype(prec) if prec is not Precision.FP32 else torch.float32
     log(f"loading {cls_name} from {src / 'transformer'}")
     transformer = _load(cls_name, src / "transformer", torch.float32 if prec is Precision.FP32 else dtype)
@@ -189,8 +259,7 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
     write_json(sched_dir / "scheduler_config.json", sched)
 
     latent = replace(latent, vae_scale_factor=extra.pop("vae_scale_factor", None))
-    (out / MARKER).unlink()
-    write_manifest(out, {
+    return write_manifest(out, {
         "family": fam.name, "model_class": cls_name,
         "model_config": {k: v for k, v in tcfg.items() if not k.startswith("_")},
         "precision": prec.value, "graphs": graphs, "scheduler": "scheduler/scheduler_config.json",
@@ -199,8 +268,6 @@ def export_bundle(model: str, out: str | Path, latent_size: tuple[int, int] | No
                           "checks": checks},
         "extra": extra,
     })
-    log(f"wrote bundle {out}")
-    return out
 
 
 def _export_pipeline_parts(src: Path, out: Path, index: dict[str, Any], latent_size: tuple[int, int],

@@ -21,34 +21,31 @@ Torch-free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..atomic import load_npz, save_npz, sha256_file, write_bytes, write_json
-from ..bundle import check_external_data
+from ..atomic import save_npz, sha256_file, write_bytes, write_json
 from ..errors import ArtifactError, InputError, MismatchError
+from ..limits import within
+from ..safe_io import read_json, safe_relpath
 from ..spec import IOSpec, TensorSpec
+from .files import COEFFICIENTS, FILES, IO_SPEC, MANIFEST, ONNX_FILE, REMAKE, bound_graph, load_table, verify_files
 from .graph import build_predictor_graph, predictor_io_spec
 from .table import CoefficientTable
 
 FORMAT = "l2p-predictor"
 FORMAT_VERSION = 1
-MANIFEST = "predictor.json"
-COEFFICIENTS = "coefficients.npz"
-ONNX_FILE = "predictor.onnx"
-IO_SPEC = "io_spec.json"
-_FILES = (COEFFICIENTS, ONNX_FILE, IO_SPEC)
 _KEYS = {
     "format", "format_version", "l2p_version", "name", "method", "tap", "num_steps", "full_steps",
     "schedule", "K", "uses_latents", "bundle_hash", "scheduler_hash", "coefficient_dtype",
     "feature", "latent", "fit_stats", "created_by", "files",
 }
 COEFFICIENT_DTYPE = {"fit": "float64", "npz": "float64", "onnx": "float32"}
+MAX_NAME = 64  # predictor names are folder names; file systems allow 255 bytes
 
 
 @dataclass(frozen=True)
@@ -89,6 +86,8 @@ class Predictor:
         scheduler_hash: sha256 of the scheduler config it was calibrated for.
         fit_stats: free-form fit statistics (residuals, ridge lambda, calibration size, time...).
         created_by: the settings that made it.
+        graph: the serialized predictor graph, built from ``table`` (what engines should load:
+            :func:`load_predictor` has checked that ``predictor.onnx`` is this same graph).
     """
 
     root: Path
@@ -101,6 +100,7 @@ class Predictor:
     scheduler_hash: str
     fit_stats: dict[str, Any] = field(default_factory=dict)
     created_by: dict[str, Any] = field(default_factory=dict)
+    graph: bytes = b""
 
     @property
     def onnx_path(self) -> Path:
@@ -173,15 +173,17 @@ def save_predictor(
             raise InputError(f"save_predictor: {what} is not JSON-serialisable ({e}); use plain numbers, "
                              "strings, lists and dicts") from None
     io_spec = predictor_io_spec(table, feature_spec, latent_spec)
-    model = build_predictor_graph(table, feature_spec, latent_spec, name=f"l2p_predictor_{name}")
+    graph = build_predictor_graph(table, feature_spec, latent_spec, name=f"l2p_predictor_{name}").SerializeToString()
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
+    for rel in (MANIFEST, *FILES):
+        safe_relpath(root, rel, f"predictor {root}")  # refuse links planted under our file names
     (root / MANIFEST).unlink(missing_ok=True)  # the folder is not a predictor until we finish
     save_npz(root / COEFFICIENTS, **table.arrays())
-    write_bytes(root / ONNX_FILE, model.SerializeToString())
+    write_bytes(root / ONNX_FILE, graph)
     write_json(root / IO_SPEC, io_spec.to_dict())
-    files = {rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size} for rel in _FILES}
+    files = {rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size} for rel in FILES}
     from .. import __version__
 
     manifest = {
@@ -206,7 +208,8 @@ def save_predictor(
         "files": files,
     }
     write_json(root / MANIFEST, manifest)
-    return Predictor(root, name, method, tap, table, io_spec, bundle_hash, scheduler_hash, fit_stats, created_by)
+    return Predictor(root, name, method, tap, table, io_spec, bundle_hash, scheduler_hash, fit_stats, created_by,
+                     graph)
 
 
 def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = None) -> Predictor:
@@ -219,7 +222,8 @@ def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = No
 
     Raises:
         ArtifactError: not a predictor, unknown format/version, unknown or missing keys,
-            missing/truncated/tampered files, coefficients that do not fit the table.
+            missing/truncated/tampered files, symbolic links, coefficients that do not fit the
+            table, or a ``predictor.onnx`` that is not the graph of its coefficients.
         MismatchError: made for another bundle, scheduler config, step count, budget, tap or
             feature shape.
     """
@@ -227,40 +231,56 @@ def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = No
     expect = expect or Expect()
     m = _read_manifest(root)
     _check_expectations(root, m, expect)
-    _verify_files(root, m)
-    check_external_data(root / ONNX_FILE, root, set(), f"predictor {root}", "re-calibrate it")  # constants inline
-    table = _load_table(root, m)
+    verify_files(root, m)
+    table = load_table(root, m)
     try:
         feature_spec = TensorSpec.from_dict(m["feature"])
         latent_spec = None if m["latent"] is None else TensorSpec.from_dict(m["latent"])
-        io_spec = IOSpec.from_dict(json.loads((root / IO_SPEC).read_text()))
+        io_spec = IOSpec.from_dict(read_json(root / IO_SPEC, f"predictor {root}: {IO_SPEC}", REMAKE))
         expected_spec = predictor_io_spec(table, feature_spec, latent_spec)
     except (InputError, KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"predictor {root}: invalid feature/latent/io spec ({e}); re-calibrate it") from None
+        raise ArtifactError(f"predictor {root}: invalid feature/latent/io spec ({e}); {REMAKE}") from None
     if io_spec != expected_spec:
         raise ArtifactError(
             f"predictor {root}: {IO_SPEC} ({io_spec.describe()}) does not match its table and feature "
-            f"({expected_spec.describe()}); re-calibrate it"
+            f"({expected_spec.describe()}); {REMAKE}"
         )
     if expect.features is not None:
         _check_feature(m, feature_spec, expect)
+    graph = bound_graph(root, m["name"], table, feature_spec, latent_spec)
     return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
-                     m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]))
+                     m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]), graph)
+
+
+def fingerprint(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """The identity of a predictor folder: ``sha256`` of its ``predictor.json`` (which holds every
+    other file's sha256, so it names the whole predictor) and ``coefficients_sha256`` (of
+    ``coefficients.npz``, as ``predictor.json`` records it). Check the folder with
+    :func:`load_predictor` first; this only reads ``predictor.json``."""
+    root = Path(directory)
+    raw = (root / MANIFEST).read_bytes()
+    coeffs = json.loads(raw)["files"][COEFFICIENTS]["sha256"]
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "coefficients_sha256": str(coeffs)}
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A predictor name: a plain folder name (letters, digits, '-', '_'), never a path."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME \
+            or not name.replace("-", "").replace("_", "").isalnum():
+        text = str(name)
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise InputError(f"{flag} {shown!r}: predictor names use 1..{MAX_NAME} letters, digits, '-' and '_'")
+    return name
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ArtifactError(
             f"{root} is not a predictor: it has no {MANIFEST} (calibration did not finish, or this is "
             "another folder); calibrate one with: l2p calibrate BUNDLE --name NAME"
         )
-    try:
-        m = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"predictor {root}: {MANIFEST} is not valid JSON ({e}); re-calibrate it") from None
-    if not isinstance(m, dict):
-        raise ArtifactError(f"predictor {root}: {MANIFEST} is not a JSON object; re-calibrate it")
+    m = read_json(safe_relpath(root, MANIFEST, f"predictor {root}"), f"predictor {root}: {MANIFEST}", REMAKE)
     if m.get("format") != FORMAT:
         raise ArtifactError(f"{root}: {MANIFEST} has format {m.get('format')!r}, expected '{FORMAT}'")
     version = m.get("format_version")
@@ -280,8 +300,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         "name": isinstance(m["name"], str), "method": isinstance(m["method"], str),
         "tap": isinstance(m["tap"], str), "bundle_hash": isinstance(m["bundle_hash"], str),
         "scheduler_hash": isinstance(m["scheduler_hash"], str),
-        "num_steps": _is_int(m["num_steps"]) and m["num_steps"] >= 1,
-        "K": _is_int(m["K"]) and m["K"] >= 1, "full_steps": _is_int(m["full_steps"]),
+        "num_steps": within("num_steps", m["num_steps"]) and _is_int(m["num_steps"]),
+        "K": within("predictor_K", m["K"]) and _is_int(m["K"]), "full_steps": _is_int(m["full_steps"]),
         "schedule": isinstance(m["schedule"], list) and all(_is_int(s) for s in m["schedule"]),
         "uses_latents": isinstance(m["uses_latents"], bool),
         "fit_stats": isinstance(m["fit_stats"], dict), "created_by": isinstance(m["created_by"], dict),
@@ -329,53 +349,6 @@ def _check_feature(m: dict[str, Any], got: TensorSpec, expect: Expect) -> None:
         have = f"this bundle's is {want.dtype}{list(want.shape)}" if want else "this bundle's transformer has none"
         raise MismatchError(f"predictor '{m['name']}' forecasts tap '{m['tap']}' as {got.dtype}{list(got.shape)}, "
                             f"but {have}; {_hint(m, expect)}")
-
-
-def _verify_files(root: Path, m: dict[str, Any]) -> None:
-    files = m["files"]
-    if sorted(files) != sorted(_FILES):
-        raise ArtifactError(f"predictor {root}: {MANIFEST} lists files {sorted(files)}, expected {sorted(_FILES)}")
-    for rel in _FILES:
-        info, path = files[rel], root / rel
-        if not isinstance(info, dict) or set(info) != {"sha256", "size"}:
-            raise ArtifactError(f"predictor {root}: bad file entry for '{rel}' in {MANIFEST}; re-calibrate it")
-        if not path.is_file():
-            raise ArtifactError(f"predictor {root}: '{rel}' is missing; re-calibrate it")
-        if path.stat().st_size != info["size"]:
-            raise ArtifactError(
-                f"predictor {root}: '{rel}' has {path.stat().st_size} bytes, {MANIFEST} says {info['size']}: "
-                "it is truncated or was changed; re-calibrate it"
-            )
-        if sha256_file(path) != info["sha256"]:
-            raise ArtifactError(
-                f"predictor {root}: '{rel}' does not match its sha256 in {MANIFEST}: it was corrupted or "
-                "tampered with; re-calibrate it"
-            )
-
-
-def _load_table(root: Path, m: dict[str, Any]) -> CoefficientTable:
-    try:
-        arrays = load_npz(root / COEFFICIENTS)
-    except Exception as e:  # zipfile/pickle/format errors all mean the same here
-        raise ArtifactError(f"predictor {root}: cannot read {COEFFICIENTS} ({e}); re-calibrate it") from None
-    n, k = m["num_steps"], m["K"]
-    want = {"W": (n, k), "U": (n, k), "V": (n,)}
-    if sorted(arrays) != sorted(want):
-        raise ArtifactError(f"predictor {root}: {COEFFICIENTS} holds {sorted(arrays)}, expected {sorted(want)}")
-    for key, shape in want.items():
-        a = arrays[key]
-        if a.dtype != np.float64 or a.shape != shape:
-            raise ArtifactError(
-                f"predictor {root}: {COEFFICIENTS}['{key}'] is {a.dtype}{list(a.shape)}, expected "
-                f"float64{list(shape)} for {n} steps and K={k}; re-calibrate it"
-            )
-    if len(m["schedule"]) != m["full_steps"]:
-        raise ArtifactError(f"predictor {root}: schedule has {len(m['schedule'])} steps, full_steps says "
-                            f"{m['full_steps']}; re-calibrate it")
-    try:
-        return CoefficientTable(arrays["W"], arrays["U"], arrays["V"], tuple(m["schedule"]), k, m["uses_latents"])
-    except InputError as e:
-        raise ArtifactError(f"predictor {root}: invalid coefficients: {e}; re-calibrate it") from None
 
 
 def _is_int(v: Any) -> bool:

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..atomic import load_npz
 from ..errors import InputError
-from ..spec import IOSpec
+from ..limits import check_bound
+from ..spec import Dim, IOSpec
 
 
 def check_conditioning(cond: Mapping[str, np.ndarray], spec: IOSpec, names: list[str],
@@ -41,6 +42,7 @@ def check_conditioning(cond: Mapping[str, np.ndarray], spec: IOSpec, names: list
                 ok = ok and dims.setdefault(w, got) == got and got >= 1
         if not ok:
             raise InputError(f"{source}: array '{n}' has shape {list(a.shape)}; expected {expected}")
+        check_rows(n, a.shape, want, source)
         if rows is None:
             rows = a.shape[0]
         elif a.shape[0] != rows:
@@ -53,13 +55,34 @@ def check_conditioning(cond: Mapping[str, np.ndarray], spec: IOSpec, names: list
     return out
 
 
+def check_rows(name: str, shape: tuple[int, ...], want: tuple[Dim, ...], source: str) -> None:
+    """Refuse more rows than ``cond_rows`` and symbolic dims (text tokens) over ``cond_tokens``
+    (:data:`l2p.limits.BOUNDS`): one batch holds every row."""
+    fix = "split the conditioning into several files (or sample one row with --index)"
+    if shape and shape[0]:  # no rows at all: check_conditioning says so
+        check_bound("cond_rows", shape[0], f"{source}: rows of array '{name}'", fix, error=InputError)
+    for got, w in zip(shape[1:], want[1:]):
+        if isinstance(w, str):
+            check_bound("cond_tokens", got, f"{source}: dim '{w}' of array '{name}'", "use shorter sequences",
+                        error=InputError)
+
+
 def load_conditioning(path: str | Path, spec: IOSpec, names: list[str]) -> dict[str, np.ndarray]:
-    """Read and validate ``COND.npz`` (never unpickles)."""
+    """Read and validate ``COND.npz`` (never unpickles; rows and token counts are checked from the
+    array headers, before the arrays are read)."""
     path = Path(path)
+    source = f"conditioning {path.name}"
+
+    def header(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if name in names and len(shape) == len(spec.input(name).shape):
+            check_rows(name, shape, spec.input(name).shape, source)
+
     try:
-        cond = load_npz(path)
+        cond = load_npz(path, check=header)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"conditioning file '{path}' does not exist") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise InputError(f"conditioning file '{path}' is not a readable .npz of plain arrays ({e})") from None
-    return check_conditioning(cond, spec, names, f"conditioning {path.name}")
+    return check_conditioning(cond, spec, names, source)

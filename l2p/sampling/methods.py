@@ -11,6 +11,7 @@ from ..engine.registry import open_engine
 from ..errors import InputError
 from ..predictor.artifact import Expect, load_predictor
 from ..predictor.graph import build_predictor_graph, predictor_io_spec
+from ..predictor.host import HostPredictor, is_predictor_spec
 from ..predictor.presets import preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
@@ -23,8 +24,14 @@ EngineFactory = Callable[[str | os.PathLike[str] | bytes, IOSpec, str], Engine]
 
 
 def host_engines(threads: int | None = None) -> EngineFactory:
-    """ONNX Runtime CPU engines, the default for predictor and head graphs."""
-    return lambda source, spec, name: open_engine("onnxruntime", source, spec, name=name, threads=threads)
+    """The CPU engines of a cached run's small graphs: the predictor applied in numpy (no session, no
+    thread pool), the head on ONNX Runtime with idle workers sleeping, so that neither takes cores
+    from the transformer's next step (see :mod:`l2p.engine.ort_options`)."""
+    def make(source: str | os.PathLike[str] | bytes, spec: IOSpec, name: str) -> Engine:
+        if is_predictor_spec(spec):
+            return HostPredictor(source, spec, name)
+        return open_engine("onnxruntime", source, spec, name=name, threads=threads, spinning=False)
+    return make
 
 
 def feature_spec(bundle: Bundle, tap: str) -> TensorSpec:
@@ -74,10 +81,10 @@ def expectation(bundle: Bundle, steps: int | None = None, full_steps: int | None
 def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None,
                    threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster:
     """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch."""
-    folder = bundle.predictors_dir / name
+    folder = bundle.predictor_dir(name)  # refuses links on the way
     if not folder.is_dir():
-        have = sorted(p.name for p in bundle.predictors_dir.iterdir() if not p.name.startswith(".")) \
-            if bundle.predictors_dir.is_dir() else []
+        pdir = bundle.predictors_dir
+        have = sorted(p.name for p in pdir.iterdir() if not p.name.startswith(".")) if pdir.is_dir() else []
         raise InputError(
             f"bundle {bundle.root} has no predictor '{name}' (it has {have or 'none'}); make one with: "
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
@@ -85,7 +92,7 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
         )
     pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps))
     make = make_engine or host_engines(threads)
-    engine = make(pred.onnx_path, pred.io_spec, f"l2p:{name} predictor")
+    engine = make(pred.graph, pred.io_spec, f"l2p:{name} predictor")  # the graph rebuilt from the coefficients
     return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))
 
 

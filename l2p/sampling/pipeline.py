@@ -16,6 +16,8 @@ from ..engine.base import Engine
 from ..engine.device_array import get_xp
 from ..engine.registry import device_backends, open_engine
 from ..errors import InputError, NumericalError
+from ..models import builtin_model_of, check_builtin_prompts
+from ..limits import check_bound
 from .conditioning import check_conditioning, load_conditioning
 from .families import runtime_for
 from .families.base import FamilyRuntime
@@ -23,7 +25,8 @@ from .loop import Capture, Forecaster, LoopResult, denoise
 from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
 from .settings import RunSettings, check_guidance
-from .text import load_tokenizers
+from .text import check_text, load_tokenizers
+
 
 @dataclass
 class SampleResult:
@@ -86,6 +89,8 @@ class Sampler:
                 opts["use_cuda_graph"] = True
             if self.backend == "tensorrt":
                 opts["bundle"] = self.bundle  # its plan cache and graph hashes, without reopening it
+            elif self.backend.startswith("onnxruntime") and not self.on_device:
+                opts["spinning"] = graph == "transformer"  # only the transformer's idle workers spin
             device = f"cuda:{self.device_id}" if self.on_device else "cpu"
             self._engines[graph] = open_engine(self.backend, self.bundle.onnx_path(graph), self.bundle.spec(graph),
                                                name=graph, device=device, **opts)
@@ -101,6 +106,16 @@ class Sampler:
         """Conditioning rows for ``prompts`` through the bundle's text encoders."""
         if not prompts or any(not isinstance(p, str) for p in prompts):
             raise InputError("give at least one prompt text")
+        for i, p in enumerate(prompts):
+            check_text(p, f"prompt {i}")
+        check_bound("cond_rows", len(prompts), "the number of prompts", "sample or calibrate in several runs",
+                    error=InputError)
+        for i, p in enumerate(prompts):
+            check_bound("prompt_chars", len(p), f"the length of prompt {i} in characters", "shorten it",
+                        error=InputError)
+        builtin = builtin_model_of(self.bundle.manifest)
+        if builtin is not None:  # its few words: say so instead of a blank image or "too many tokens"
+            check_builtin_prompts(builtin, prompts)
         if self._tokenizers is None:
             self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
         cond = self.rt.encode(prompts, lambda g, feed: self.engine(g).run(feed), self._tokenizers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..predictor.artifact import check_name
 from ..predictor.presets import PRESETS
 from ..predictor.schedule import Schedule, check_count, validate_schedule
 
@@ -39,9 +40,7 @@ class Method:
             return cls("preset", text)
         if isinstance(text, str) and (text == "l2p" or text.startswith("l2p:")):
             name = text.partition(":")[2] or DEFAULT_PREDICTOR
-            if not name.replace("-", "").replace("_", "").isalnum():  # a folder name, never a path
-                raise InputError(f"--method {text}: predictor names use letters, digits, '-' and '_' only")
-            return cls("l2p", name)
+            return cls("l2p", check_name(name, "--method l2p:NAME"))  # a folder name, never a path
         raise InputError(f"unknown method '{text}'; choose {', '.join(METHOD_CHOICES[:-2])}, l2p or l2p:NAME")
 
     def __str__(self) -> str:
@@ -66,7 +65,8 @@ class RunSettings:
         method: ``full``, a preset (see :data:`~l2p.predictor.presets.PRESETS`), ``l2p`` or
             ``l2p:NAME`` (a calibrated predictor of the bundle).
         full_steps: ``M``, how many steps run the transformer (1..N). Presets need it (or a
-            ``schedule``); for ``l2p`` it must match the predictor when given; ``full`` ignores it.
+            ``schedule``); for ``l2p`` it must match the predictor when given; ``full`` ignores it
+            (``l2p sample`` refuses it there).
         schedule: the computed steps of a preset run (sorted, step 0 included); ``None`` spreads
             ``full_steps`` evenly (:func:`~l2p.predictor.schedule.interval_schedule`). Given,
             it sets ``full_steps``.

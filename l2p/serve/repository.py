@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..bundle import Bundle, open_bundle
 from ..engine.registry import BACKENDS
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
 from ..predictor.artifact import Expect, load_predictor
 from ..sampling.methods import make_forecaster
 from ..sampling.settings import Method, RunSettings, check_guidance
@@ -59,7 +59,7 @@ def resolve_steps(bundle: Bundle, settings: RepoSettings) -> int:
     m = Method.parse(settings.method)
     steps = settings.steps
     if steps is None:
-        folder = bundle.predictors_dir / m.name
+        folder = bundle.predictor_dir(m.name)  # refuses links on the way
         steps = load_predictor(folder, Expect(bundle_hash=bundle.hash)).num_steps \
             if m.kind == "l2p" and folder.is_dir() else DEFAULT_STEPS
     run = RunSettings(steps=steps, method=settings.method, full_steps=settings.full_steps, guidance=settings.guidance)
@@ -116,6 +116,16 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _refuse_links(folder: str, names: list[str]) -> list[str]:
+    """``copytree``'s ignore hook: a symbolic link anywhere in the bundle (predictors, plans...) is
+    refused, never followed into the repository."""
+    for name in names:
+        if os.path.islink(os.path.join(folder, name)):
+            raise ArtifactError(f"bundle copy: '{os.path.join(folder, name)}' is a symbolic link; l2p does not "
+                                "follow links inside a bundle: replace it with the real file or folder")
+    return []
+
+
 def write_repository(bundle_path: str | os.PathLike[str], out: str | os.PathLike[str], settings: RepoSettings,
                      copy_bundle: bool = True, python_paths: Sequence[str] = (),
                      execution_env: str | None = None) -> Path:
@@ -144,7 +154,7 @@ def write_repository(bundle_path: str | os.PathLike[str], out: str | os.PathLike
         shutil.copyfile(Path(__file__).with_name("triton_model.py"), model / "1" / "model.py")
         (model / "config.pbtxt").write_text(text)
         if copy_bundle:
-            shutil.copytree(bundle.root, model / "bundle", copy_function=_link_or_copy)
+            shutil.copytree(bundle.root, model / "bundle", copy_function=_link_or_copy, ignore=_refuse_links)
         (model / MARKER).write_text(json.dumps({"bundle": str(bundle.root.resolve()), "bundle_hash": bundle.hash,
                                                 "steps": steps, **asdict(settings)}, indent=2) + "\n")
         old = None

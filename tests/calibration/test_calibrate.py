@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2p.atomic import save_npz
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
+from l2p.calibration.capture import Trajectories
 from l2p.errors import InputError, MismatchError
 from l2p.predictor.artifact import load_predictor
 from l2p.sampling.pipeline import Sampler
@@ -89,6 +91,24 @@ def test_refuses_mismatch(predictor: Path, flux_bundle: Path, flux_cond: dict[st
         Sampler(other).sample(flux_cond, 0, 12, method="l2p:t12")
 
 
+def test_trajectory_cache_is_checked(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
+    """The cached full-compute runs are reused only when they are the runs this calibration would
+    capture: a cache planted in the bundle (other starting noise, other shapes) is captured again."""
+    msgs: list[str] = []
+    cal = Calibrator(Sampler(flux_bundle), flux_cond, CalibrationConfig(steps=12, full_steps=4, name="t12", seeds=2),
+                     log=msgs.append)
+    traj = cal.full_trajectories()
+    assert msgs[-1].startswith("reusing 4 cached")
+    (cache,) = (flux_bundle / "predictors" / ".cache").glob("traj-*.npz")
+    for planted in (Trajectories(traj.latents * 2, traj.features, traj.finals),  # not the seeds' noise
+                    Trajectories(traj.latents[:, :6], traj.features, traj.finals)):  # 6 steps, not 12
+        save_npz(cache, **planted.arrays())
+        n = len(msgs)
+        again = cal.full_trajectories()
+        assert msgs[n].startswith("capturing 2 conditions x 2 seeds")
+        np.testing.assert_array_equal(again.latents, traj.latents)
+
+
 def test_bad_calibration_settings() -> None:
     with pytest.raises(InputError):
         CalibrationConfig(steps=10, full_steps=11)
@@ -101,3 +121,43 @@ def test_bad_calibration_settings() -> None:
         CalibrationConfig(steps=10, full_steps=3, exacts=(-3,))
     free = CalibrationConfig(steps=10, full_steps=3, exacts=(-1,), latents=False)
     assert [v.exact for v in free.variants()] == [-1, -1, -1] and free.search_variants()[0].K == 4
+
+
+def test_progress_bars_count_the_long_parts(flux_bundle: Path, flux_cond: dict[str, np.ndarray],
+                                            tmp_path: Path) -> None:
+    """Each long part gets a bar whose total is its real amount of work, and the bar reaches it."""
+    from l2p.calibration.calibrate import EXPONENTS, WARMUPS
+    from l2p.predictor.schedule import power_schedule
+
+    bundle = tmp_path / "b"
+    shutil.copytree(flux_bundle, bundle, ignore=shutil.ignore_patterns("predictors"))
+    bars: list[dict] = []
+
+    class Recorder:
+        def __init__(self, total: int, desc: str, unit: str) -> None:
+            self.rec = {"desc": desc, "total": total, "done": 0, "closed": False}
+            bars.append(self.rec)
+
+        def update(self, n: int = 1) -> None:
+            self.rec["done"] += n
+
+        def close(self) -> None:
+            self.rec["closed"] = True
+
+    steps, full, seeds = 10, 4, 2
+    cfg = CalibrationConfig(steps=steps, full_steps=full, name="bars", seeds=seeds, Ks=(3, 4), exacts=(0,),
+                            refit=1, closed_loop=1)  # weights sum to 1: K - 1 free weights per forecast step
+    Calibrator(Sampler(bundle), flux_cond, cfg, log=lambda s: None, progress=Recorder).run()
+    by = {b["desc"]: b for b in bars}
+    assert all(b["closed"] and b["done"] == b["total"] for b in bars if not b["desc"].startswith("refit")), bars
+    assert by["capture (full compute)"]["total"] == seeds * steps
+    schedules = {power_schedule(steps, full, w, p) for w in WARMUPS if w < full for p in EXPONENTS}
+    assert by["schedule search"]["total"] == len(schedules)
+    assert by["fit variants"]["total"] == len(cfg.variants())
+    assert by["refit 1: own runs"]["total"] == seeds * steps == by["refit 1: own runs"]["done"]
+    pred = load_predictor(bundle / "predictors" / "bars")
+    from l2p.predictor.schedule import history_before
+
+    # one free weight per computed step in a forecast step's history, less the sum-to-1 constraint
+    free = sum(len(history_before(pred.schedule, i, pred.K)) - 1 for i in range(steps) if i not in pred.schedule)
+    assert by["closed-loop round 1/1"]["total"] == pred.fit_stats["closed_loop"][0]["parameters"] + 1 == free + 1

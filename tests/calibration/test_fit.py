@@ -72,6 +72,21 @@ def test_projection_fidelity() -> None:
     assert np.all(projection_fidelity(noise, K=3)[3:] < 0.2)  # ~sqrt(3/400) for unrelated vectors
 
 
+def test_outside_span_is_the_best_linear_forecast_error() -> None:
+    """sqrt(1 - fidelity^2) equals the relative residual of the least-squares forecast from the last K features."""
+    from l2p.calibration.fidelity import fidelity_table, outside_span
+
+    rng = np.random.default_rng(1)
+    F = quadratic_trajectories(T=1, N=10, D=60) + 0.05 * rng.standard_normal((1, 10, 60))
+    got = outside_span(projection_fidelity(F, K=3))
+    for i in range(1, 10):
+        H = F[0, max(0, i - 3):i].T  # (D, k)
+        c = np.linalg.lstsq(H, F[0, i], rcond=None)[0]
+        want = np.linalg.norm(F[0, i] - H @ c) / np.linalg.norm(F[0, i])
+        assert abs(got[i] - want) < 1e-6 * max(want, 1e-3)
+    assert np.isnan(got[0]) and "outside" in fidelity_table(projection_fidelity(F, K=3))
+
+
 def test_affine_constraint_and_prior() -> None:
     rng = np.random.default_rng(3)
     F = quadratic_trajectories() + 0.3 * rng.standard_normal((6, 20, 40))

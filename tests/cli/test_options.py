@@ -55,7 +55,8 @@ def test_help_lists_every_method_and_precision() -> None:
 
 def test_every_command_has_a_module() -> None:
     names = [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]
-    assert names == ["export", "validate", "sample", "calibrate", "bench", "build", "demo", "triton_repo", "serve"]
+    assert names == ["export", "validate", "inspect", "sample", "calibrate", "bench", "build", "demo", "triton_repo",
+                     "serve"]
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == [n.replace("_", "-") for n in names]
 
@@ -67,3 +68,55 @@ def test_python_m_runs_the_package() -> None:
     r = subprocess.run([sys.executable, "-m", "l2p.cli", "sample", "nowhere", "--conditioning", "c.npz",
                         "--out", "o", "--steps", "0"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: --steps 0") and r.stderr.count("\n") == 1
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    parsers = {"l2p": build_parser(), **_subparsers()}
+    missing = [f"{name} {a.option_strings[0] if a.option_strings else a.dest}"
+               for name, p in parsers.items() for a in p._actions
+               if not isinstance(a, argparse._SubParsersAction) and not (a.help or "").strip()]
+    assert not missing, f"options without a help line: {missing}"
+
+
+def test_help_shows_defaults() -> None:
+    """Every option with a value default shows it; switches and unset options do not say 'None'/'False'."""
+    for name, p in _subparsers().items():
+        text = " ".join(p.format_help().split())
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+        for a in p._actions:
+            if a.option_strings and a.default not in (None, False, argparse.SUPPRESS):
+                shown = p._get_formatter()._expand_help(a)  # the help line as --help prints it
+                assert "default" in shown, (name, a.dest, shown)
+    assert "--steps N sampling steps (1..1000) (default: 50)" in _help("sample")
+    assert "(default: 3 4 5)" in _help("calibrate")  # a list default as it is typed
+
+
+def test_calibrate_steps_default_like_sample() -> None:
+    parsers = _subparsers()
+    ns = parsers["calibrate"].parse_args(["b", "--conditioning", "c.npz", "--full-steps", "10"])
+    assert ns.steps == parsers["sample"].parse_args(["b", "--conditioning", "c", "--out", "o"]).steps == 50
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: l2p") and all(m.__name__.rsplit(".", 1)[1].replace("_", "-") in out for m in COMMANDS)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    import numpy
+    import onnxruntime
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"l2p {metadata.version('l2p')} ")
+    assert f"onnxruntime {onnxruntime.__version__}" in out and f"numpy {numpy.__version__}" in out

@@ -25,7 +25,7 @@ from l2p.bundle import write_manifest
 from l2p.engine import Engine, open_engine
 from l2p.engine.device_array import device_index, device_meta, device_ptr, get_xp, to_host
 from l2p.engine.onnxruntime_backend import OrtEngine, session_providers
-from l2p.errors import InputError, MismatchError, MissingDependencyError
+from l2p.errors import ArtifactError, InputError, MismatchError, MissingDependencyError
 from l2p.spec import IOSpec, TensorSpec
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -310,6 +310,7 @@ class _FakeRuntime:
         self.capturing: list[Any] | None = None
         self.calls: list[str] = []
         self.launches = 0
+        self.deserialized: list[bool] = []  # the runtime's engine_host_code_allowed at each deserialization
 
     def __getattr__(self, name: str) -> Any:  # every other call succeeds and is logged
         return lambda *a: (self.calls.append(name), (0,))[1]
@@ -453,8 +454,13 @@ def _fake_tensorrt(rt: _FakeRuntime) -> Any:
         create_execution_context = lambda self: Context(self)  # noqa: E731
 
     trt.Builder, trt.OnnxParser = Builder, Parser
-    trt.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None,
-                                       "deserialize_cuda_engine": lambda self, plan: Engine(plan)})
+    def deserialize(self: Any, plan: bytes) -> Engine:
+        rt.deserialized.append(self.engine_host_code_allowed)
+        return Engine(plan)
+
+    # TensorRT 10's default is False; the fake's True checks that l2p sets it
+    trt.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None, "engine_host_code_allowed": True,
+                                       "deserialize_cuda_engine": deserialize})
     return trt
 
 
@@ -505,6 +511,39 @@ def test_fake_gpu_build_load_run(tmp_path: Path, fake_gpu: _FakeRuntime) -> None
     (row,) = report["results"]
     assert row["graph"] == "transformer" and row["output"] == "y" and row["rel"] < row["limit"] == 1e-4
     assert "PASSED" in format_backend_report(report)
+
+
+def test_fake_gpu_plans_follow_bundle_rules(tmp_path: Path, fake_gpu: _FakeRuntime) -> None:
+    """A plan under BUNDLE/plans is deserialized only with host code refused, and never when it, its
+    sidecar or a folder on the way is a symbolic link, or when it is larger than its graph allows."""
+    from l2p.engine.trt_build import build_plans
+
+    root = tiny_bundle(tmp_path / "b")
+    dims = dict(min_dims={"batch": 1, "seq": 1}, opt_dims={"batch": 1, "seq": 16}, max_dims={"batch": 2, "seq": 64})
+    plan = build_plans(root, progress=False, **dims)["transformer"]
+    onnx_path = root / "transformer" / "model.onnx"
+    open_engine("tensorrt", onnx_path, SPEC, name="transformer").close()
+    assert fake_gpu.deserialized == [False]
+    outside = tmp_path / "outside"
+    (root / "plans").rename(outside)
+    (root / "plans").symlink_to(outside)
+    with pytest.raises(ArtifactError, match="'plans' in .* is a symbolic link"):
+        open_engine("tensorrt", onnx_path, SPEC, name="transformer")
+    (root / "plans").unlink()
+    (outside).rename(root / "plans")
+    data = plan.read_bytes()
+    plan.unlink()
+    (tmp_path / "copy.plan").write_bytes(data)
+    plan.symlink_to(tmp_path / "copy.plan")
+    with pytest.raises(ArtifactError, match="symbolic link"):
+        open_engine("tensorrt", onnx_path, SPEC, name="transformer")
+    plan.unlink()
+    plan.write_bytes(data)
+    sidecar = plan.with_suffix(".json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "plan_size": 1 << 40}))
+    with pytest.raises(ArtifactError, match="more than a plan of this graph can be"):
+        open_engine("tensorrt", onnx_path, SPEC, name="transformer")
+    assert fake_gpu.deserialized == [False]
 
 
 def test_ort_device_binding_logic_on_cpu(tmp_path: Path) -> None:

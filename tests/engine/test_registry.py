@@ -20,7 +20,7 @@ from tests.engine.test_gpu_backends import SPEC, tiny_bundle
 def test_backends_and_their_options() -> None:
     assert sorted(BACKENDS) == ["onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"]
     assert all(engine_class(b) is OrtEngine for b in BACKENDS if b.startswith("onnxruntime"))
-    assert OrtEngine.options() == ("threads", "provider_options")
+    assert OrtEngine.options() == ("threads", "provider_options", "spinning")
     assert TrtEngine.options() == ("bundle", "plan_dir", "precision", "plan_path", "min_dims", "opt_dims",
                                    "max_dims", "use_cuda_graph")
     assert device_backends() == ["onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"]

@@ -204,7 +204,7 @@ def test_missing_plan_or_sidecar(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="sidecar"):
         trt_plans.load_plan(path, fields())
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ArtifactError, match="unreadable"):
+    with pytest.raises(ArtifactError, match="not valid JSON"):
         trt_plans.select_plan(tmp_path, "a" * 64, "10.13.0.35", "9.0")
 
 
@@ -283,3 +283,39 @@ def test_build_plans_without_tensorrt(tmp_path: Path) -> None:
     with pytest.raises(MissingDependencyError, match=r"pip install 'l2p\[tensorrt\]'"):
         trt_build.build_plans(root, min_dims={"batch": 1, "seq": 1}, max_dims={"batch": 2, "seq": 64},
                        opt_dims={"batch": 1, "seq": 16}, progress=False)
+
+
+def test_plans_follow_the_bundle_integrity_rules(tmp_path: Path) -> None:
+    """Plans under BUNDLE/plans are refused when linked, renamed, oversized or not the sidecar's size,
+    before a byte of them is read; plan folders of graph names that are paths are refused."""
+    root = tiny_bundle(tmp_path / "b")
+    pdir = trt_plans.plans_dir(root, "transformer")
+    path = trt_plans.save_plan(pdir, fields(), b"PLAN")
+    assert trt_plans.load_plan(path, fields(), max_bytes=4) == b"PLAN"
+    with pytest.raises(ArtifactError, match="more than a plan of this graph can be"):
+        trt_plans.load_plan(path, fields(), max_bytes=3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in (path.name, path.with_suffix(".json").name):  # the plan, then its sidecar, linked to a copy outside
+        (outside / name).write_bytes((pdir / name).read_bytes())
+        (pdir / name).unlink()
+        (pdir / name).symlink_to(outside / name)
+        with pytest.raises(ArtifactError, match="symbolic link"):
+            trt_plans.load_plan(path, fields())
+        (pdir / name).unlink()
+        (pdir / name).write_bytes((outside / name).read_bytes())
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    (pdir / f"{'b' * 64}.json").write_text(json.dumps(sidecar))  # a sidecar under another key's name
+    with pytest.raises(ArtifactError, match="does not describe its plan"):
+        trt_plans.load_plan(pdir / f"{'b' * 64}.plan", fields())
+    (pdir / f"{'b' * 64}.json").unlink()
+    path.with_suffix(".json").write_text(json.dumps({**sidecar, "plan_size": 5}))
+    with pytest.raises(ArtifactError, match="size and sha256"):
+        trt_plans.load_plan(path, fields())
+    (root / "plans").rename(outside / "plans")
+    (root / "plans").symlink_to(outside / "plans")
+    with pytest.raises(ArtifactError, match="'plans' in .* is a symbolic link"):
+        trt_plans.plans_dir(root, "transformer")
+    for bad in ("../x", "a/b", "..", ""):
+        with pytest.raises(ArtifactError, match="cannot name a plan folder"):
+            trt_plans.plans_dir(root, bad)

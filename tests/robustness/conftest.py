@@ -9,6 +9,7 @@ Environment (``tools/robustness.py`` sets them): ``L2P_SOAK=N`` samples in the m
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,24 @@ from .helpers import Ctx
 def ctx(flux_bundle: Path, flux_folder: Path, flux_cond: dict[str, np.ndarray], tmp_path: Path) -> Ctx:
     return Ctx(bundle=flux_bundle, folder=flux_folder, cond=flux_cond, tmp=tmp_path,
                soak=int(os.environ.get("L2P_SOAK", "60")), quick=os.environ.get("L2P_ROBUSTNESS_THOROUGH") != "1")
+
+
+@pytest.fixture()
+def cond_file(tmp_path: Path, flux_cond: dict[str, np.ndarray]) -> Path:
+    """The session conditioning (2 rows) as ``tmp_path/cond.npz``."""
+    from l2p.atomic import save_npz
+
+    path = tmp_path / "cond.npz"
+    save_npz(path, **flux_cond)
+    return path
+
+
+@pytest.fixture()
+def bundle(tmp_path: Path, flux_bundle: Path) -> Path:
+    """A copy of the session bundle (no predictors) at ``tmp_path/bundle``, free to change."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(flux_bundle, dst, ignore=shutil.ignore_patterns("predictors"))
+    return dst
 
 
 @pytest.fixture()

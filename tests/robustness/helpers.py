@@ -57,7 +57,10 @@ def cli(argv: list[str]) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
+        try:
+            rc = main(argv)
+        except SystemExit as e:  # argparse refused the arguments
+            rc = int(e.code or 0)
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -100,6 +103,30 @@ def no_onnxruntime_sessions() -> Iterator[None]:
         yield
 
 
+_OPENED: list[list[str]] = []  # the lists of the active opened_files() blocks
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event == "open" and _OPENED and isinstance(args[0], (str, bytes, os.PathLike)):
+        for paths in _OPENED:
+            paths.append(os.path.abspath(os.fsdecode(args[0])))
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: it records only inside opened_files()
+
+
+@contextlib.contextmanager
+def opened_files() -> Iterator[list[str]]:
+    """The paths this process opens inside the block (the ``open`` audit event: ``open()``,
+    ``os.open``...), to check that nothing outside a bundle was read."""
+    paths: list[str] = []
+    _OPENED.append(paths)
+    try:
+        yield paths
+    finally:
+        _OPENED.remove(paths)
+
+
 # tampering ------------------------------------------------------------------------------------
 def edit_json(path: Path, fn: Callable[[dict], object]) -> None:
     data = json.loads(path.read_text())
@@ -125,8 +152,8 @@ def truncate(path: Path) -> None:
 
 
 def make_predictor(bundle: Path, name: str, steps: int, full_steps: int, *, tap: str = "output",
-                   bundle_hash: str | None = None) -> Path:
-    """A predictor folder in ``bundle`` without calibrating: the TaylorSeer-2 table saved as one."""
+                   bundle_hash: str | None = None, method: str = "taylorseer2") -> Path:
+    """A predictor folder in ``bundle`` without calibrating: a preset's table (TaylorSeer-2) saved as one."""
     from l2p.bundle import open_bundle
     from l2p.predictor.artifact import save_predictor
     from l2p.predictor.presets import preset
@@ -134,7 +161,7 @@ def make_predictor(bundle: Path, name: str, steps: int, full_steps: int, *, tap:
     from l2p.sampling.methods import feature_spec
 
     b = open_bundle(bundle)
-    table = preset("taylorseer2", interval_schedule(steps, full_steps, 1), steps)
+    table = preset(method, interval_schedule(steps, full_steps, 1), steps)
     folder = b.predictors_dir / name
     save_predictor(folder, table=table, feature_spec=feature_spec(b, "output"), name=name, method="l2p",
                    tap=tap, bundle_hash=bundle_hash or b.hash, scheduler_hash=b.scheduler_hash)

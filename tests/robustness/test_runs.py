@@ -99,23 +99,27 @@ def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 300) 
 
 
 def test_export_killed_part_way_then_rerun(ctx: Ctx, answer: Callable[..., None]) -> None:
-    from l2p.export.exporter import MARKER, export_bundle
+    from l2p.export.exporter import export_bundle
+    from l2p.staging import STAGE_INFIX
 
     out = ctx.tmp / "bundle"
-    first_graph = out / "transformer" / "model.onnx"
-    # quick: kill as soon as the export claimed the folder; thorough: once the first graph is written
+
+    def stages() -> list[Path]:
+        return sorted(ctx.tmp.glob(f".{out.name}{STAGE_INFIX}*"))
+
+    # quick: kill as soon as the export staged its folder; thorough: once the first graph is written
     kill_when(["export", str(ctx.folder), "--out", str(out), "--latent-size", "8", "8"],
-              lambda: (out / MARKER).exists() and (ctx.quick or first_graph.exists()))
-    assert (out / MARKER).exists() and not (out / MANIFEST).exists()
+              lambda: bool(stages()) and (ctx.quick or (stages()[0] / "transformer" / "model.onnx").exists()))
+    assert stages() and not (out / MANIFEST).exists()  # the partial bundle lives beside --out, never in it
     refused = raises(ArtifactError, lambda: open_bundle(out), "did not finish", "l2p export")
     cli_error(["sample", str(out), "--conditioning", str(ctx.cond_file()), "--steps", "2", "--out",
                str(ctx.tmp / "o")], "did not finish")
-    partial = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    partial = sorted(p.relative_to(stages()[0]).as_posix() for p in stages()[0].rglob("*") if p.is_file())
     export_bundle(str(ctx.folder), out, latent_size=(8, 8), log=lambda s: None)
-    assert not (out / MARKER).exists()
+    assert not stages(), stages()  # the killed export's stage was cleaned up
     assert open_bundle(out).manifest["files"] == open_bundle(ctx.bundle).manifest["files"]  # clean, identical
-    answer(f"killed export left {partial}: {refused} | the rerun started clean: same files as an uninterrupted "
-           "export", outcome="ok")
+    answer(f"killed export left a stage beside --out ({partial}): {refused} | the rerun removed it and made the "
+           "same files as an uninterrupted export", outcome="ok")
 
 
 def test_calibration_killed_after_the_trajectory_cache_then_rerun(ctx: Ctx, answer: Callable[..., None]) -> None:

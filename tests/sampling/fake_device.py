@@ -83,6 +83,9 @@ class DevArray:
     def all(self) -> DevArray:
         return self._new(np.asarray(self.a.all()))
 
+    def max(self) -> DevArray:
+        return self._new(np.asarray(self.a.max()))
+
     def clip(self, lo: float, hi: float) -> DevArray:
         return self._new(self.a.clip(lo, hi))
 
@@ -99,6 +102,8 @@ def _binary(op: str) -> Any:
 for _op in ("add", "sub", "mul", "truediv", "pow"):
     setattr(DevArray, f"__{_op}__", _binary(f"__{_op}__"))
     setattr(DevArray, f"__r{_op}__", _binary(f"__r{_op}__"))
+for _op in ("lt", "le", "gt", "ge"):
+    setattr(DevArray, f"__{_op}__", _binary(f"__{_op}__"))
 DevArray.__neg__ = lambda self: self._new(-self.a)  # type: ignore[attr-defined]
 DevArray.__invert__ = lambda self: self._new(~self.a)  # type: ignore[attr-defined]
 
@@ -128,6 +133,9 @@ class FakeXP:
 
     def isfinite(self, x: DevArray) -> DevArray:
         return x._new(np.isfinite(x.a))
+
+    def abs(self, x: DevArray) -> DevArray:
+        return x._new(np.abs(x.a))
 
 
 class FakeDeviceEngine(Engine):

@@ -84,34 +84,34 @@ class ToyTransformer(Engine):
 
     backend = "numpy"
 
-    def __init__(self, nan_at: float | None = None) -> None:
+    def __init__(self, nan_at: float | None = None, poison: float = float("nan")) -> None:
         spec = IOSpec((TensorSpec("hidden_states", "float32", LAT), TensorSpec("timestep", "float32", ("batch",)),
                        TensorSpec("cond", "float32", ("batch", C))),
                       (TensorSpec("sample", "float32", LAT), TensorSpec("residual", "float32", LAT)))
         super().__init__("transformer", spec)
         self.m = np.random.default_rng(1).standard_normal((C, C)).astype(np.float32) * np.float32(0.5)
-        self.nan_at = nan_at
+        self.nan_at, self.poison = nan_at, np.float32(poison)
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         ts = feed["timestep"]
         r = np.tanh(feed["hidden_states"] @ self.m + feed["cond"][:, None, :] * ts[:, None, None])
         if self.nan_at is not None and np.isclose(ts[0], np.float32(self.nan_at / 1000)):
-            r = r * np.float32("nan")
+            r = r * self.poison
         return {"sample": ToyHead()._run({"residual": r, "timestep": ts})["sample"], "residual": r}
 
 
 class Poison(Engine):
-    """A predictor that returns NaN on forecast step ``step``."""
+    """A predictor whose output is multiplied by ``poison`` (NaN, or a huge factor) on forecast step ``step``."""
 
     backend = "numpy"
 
-    def __init__(self, inner: Engine, step: int) -> None:
+    def __init__(self, inner: Engine, step: int, poison: float = float("nan")) -> None:
         super().__init__(inner.name, inner.spec)
-        self.inner, self.step = inner, step
+        self.inner, self.step, self.poison = inner, step, np.float32(poison)
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.inner.run(feed, check=False)
-        return {"feature": out["feature"] * np.float32("nan")} if feed["step"][0] == self.step else out
+        return {"feature": out["feature"] * self.poison} if feed["step"][0] == self.step else out
 
 
 def latent_table(steps: int, full: int) -> CoefficientTable:
@@ -125,7 +125,7 @@ def latent_table(steps: int, full: int) -> CoefficientTable:
     return CoefficientTable(base.W, U, V, base.computed, base.K, True)
 
 
-def forecaster(kind: str, steps: int, poison_step: int | None = None) -> Forecaster | None:
+def forecaster(kind: str, steps: int, poison_step: int | None = None, poison: float = float("nan")) -> Forecaster | None:
     if kind == "full":
         return None
     table = latent_table(steps, 4) if kind == "latents+residual" else preset(kind, interval_schedule(steps, 4), steps)
@@ -135,7 +135,7 @@ def forecaster(kind: str, steps: int, poison_step: int | None = None) -> Forecas
     model = build_predictor_graph(table, fspec, lat).SerializeToString()
     engine: Engine = OrtEngine(model, predictor_io_spec(table, fspec, lat), name=f"{kind} predictor", threads=1)
     if poison_step is not None:
-        engine = Poison(engine, poison_step)
+        engine = Poison(engine, poison_step, poison)
     return Forecaster(table, engine, tap, ToyHead() if tap == "residual" else None)
 
 
@@ -152,13 +152,15 @@ def inputs() -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 def run_both(kind: str, steps: int = 10, shadow: bool = False, nan_at: float | None = None,
-             poison_step: int | None = None) -> tuple[Any, Any, list[tuple[str, Any]]]:
-    """The numpy loop and the fake-device loop on the same engines; returns both outcomes + the log."""
+             poison_step: int | None = None, poison: float = float("nan")) -> tuple[Any, Any, list[tuple[str, Any]]]:
+    """The numpy loop and the fake-device loop on the same engines; returns both outcomes + the log.
+    ``nan_at`` (a timestep) / ``poison_step`` (a forecast step) multiply the transformer's / the
+    predictor's output by ``poison`` there."""
     rt, (x0, cond), log = ToyRuntime(), inputs(), []
-    fc = forecaster(kind, steps, poison_step)
+    fc = forecaster(kind, steps, poison_step, poison)
     outcomes = []
     for xp in (np, FakeXP(log)):
-        tr: Engine = ToyTransformer(nan_at)
+        tr: Engine = ToyTransformer(nan_at, poison)
         f = fc
         if xp is not np:
             tr, f = FakeDeviceEngine(tr, log), on_device(fc, log)
@@ -214,6 +216,25 @@ def test_nan_named_with_step_and_engine(kind: str) -> None:
     # the device loop ran to the end and read the flags back once; the host loop stopped at once
     assert sum(w == "d2h" for w, _ in log) == 1
     assert sum(w == "run" and n == "transformer" for w, n in log) == (steps if kind == "full" else 4)
+
+
+@pytest.mark.parametrize("kind", ["full", "taylorseer2"])
+def test_divergence_named_with_step_and_engine(kind: str) -> None:
+    """A finite but exploding output (x1e7) stops the run with the step and the engine, on the host at
+    once and on the device from the one read-back after the loop; a x10 output is not divergence."""
+    steps = 10
+    t = FlowMatchEulerDiscreteScheduler()
+    ToyRuntime().set_timesteps(t, steps)
+    bad = 1 if kind == "taylorseer2" else 4
+    where: dict[str, Any] = {"poison_step": bad} if kind == "taylorseer2" else {"nan_at": float(t.timesteps[bad])}
+    engine = "taylorseer2 predictor" if kind == "taylorseer2" else "transformer"
+    ref, dev, log = run_both(kind, steps, poison=1e7, **where)
+    assert isinstance(ref, NumericalError) and isinstance(dev, NumericalError)
+    assert str(dev) == str(ref) and str(dev).startswith(f"step {bad}: the latent diverged after the {engine} engine")
+    assert sum(w == "d2h" for w, _ in log) == 1
+    ref, dev, _ = run_both(kind, steps, poison=10.0, **where)
+    assert isinstance(ref, LoopResult) and isinstance(dev, LoopResult)
+    np.testing.assert_array_equal(dev.latents, ref.latents)
 
 
 def test_capture_sees_device_arrays() -> None:

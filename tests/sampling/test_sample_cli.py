@@ -72,7 +72,61 @@ def test_bad_arguments(flux_bundle: Path, cond_file: Path, tmp_path: Path, capsy
     assert "needs --full-steps" in _err(capsys, [*base, "--steps", "10", "--method", "fora"])
     assert "unknown method" in _err(capsys, [*base, "--method", "magic"])
     assert "--index" in _err(capsys, [*base, "--index", "5"])
-    assert "no text encoders" in _err(capsys, ["sample", str(flux_bundle), "--prompt", "hi", "--out", str(tmp_path)])
+    assert "no text encoders" in _err(capsys, ["sample", str(flux_bundle), "--prompt", "hi", "--out", str(tmp_path / "o")])
     assert "no predictor" in _err(capsys, [*base, "--steps", "10", "--method", "l2p:nope"])
     assert "not a bundle" in _err(capsys, ["sample", str(tmp_path), "--conditioning", str(cond_file),
                                            "--out", str(tmp_path / "x")])
+
+
+def test_run_json_reproduces_and_explains(flux_bundle: Path, cond_file: Path, tmp_path: Path) -> None:
+    """run.json records the versions, threads, sizes, and for l2p:NAME the predictor's identity and schedule."""
+    import hashlib
+    import shutil
+
+    import onnxruntime
+
+    from l2p.bundle import open_bundle
+    from l2p.predictor.artifact import save_predictor
+    from l2p.predictor.presets import preset
+    from l2p.predictor.schedule import interval_schedule
+    from l2p.spec import TensorSpec
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(flux_bundle, bundle, ignore=shutil.ignore_patterns("predictors"))
+    b = open_bundle(bundle)
+    out = b.spec("transformer").output("sample")
+    schedule = interval_schedule(8, 3)
+    save_predictor(bundle / "predictors" / "mine", table=preset("lagrange2", schedule, 8),
+                   feature_spec=TensorSpec("output", out.dtype, out.shape), name="mine", method="l2p", tap="output",
+                   bundle_hash=b.hash, scheduler_hash=b.scheduler_hash, fit_stats={"calibration_psnr_db": 33.0})
+    assert main(["sample", str(bundle), "--conditioning", str(cond_file), "--steps", "8", "--method", "l2p:mine",
+                 "--threads", "1", "--out", str(tmp_path / "o")]) == 0
+    rec = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert rec["versions"]["onnxruntime"] == onnxruntime.__version__ and rec["versions"]["numpy"] == np.__version__
+    from PIL import Image
+
+    with Image.open(tmp_path / "o" / rec["images"][0]) as im:
+        assert rec["image_size"] == [im.height, im.width]
+    assert rec["threads"] == 1 and rec["latent_shape"] == list(np.load(tmp_path / "o" / "latents.npz")["final"].shape[1:])
+    pred = rec["predictor"]
+    folder = bundle / "predictors" / "mine"
+    assert pred["name"] == "mine" and pred["schedule"] == list(schedule) == rec["computed_steps"]
+    assert pred["sha256"] == hashlib.sha256((folder / "predictor.json").read_bytes()).hexdigest()
+    assert pred["coefficients_sha256"] == hashlib.sha256((folder / "coefficients.npz").read_bytes()).hexdigest()
+    assert pred["calibration_psnr_db"] == 33.0 and rec["checker"] is None  # not a built-in model's bundle
+    assert main(["sample", str(bundle), "--conditioning", str(cond_file), "--steps", "8", "--out",
+                 str(tmp_path / "f")]) == 0
+    assert json.loads((tmp_path / "f" / "run.json").read_text())["predictor"] is None  # full compute
+
+
+def test_hub_id_hint(cond_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    err = _err(capsys, ["sample", "black-forest-labs/FLUX.1-dev", "--conditioning", str(cond_file), "--out", "o"])
+    assert "looks like a model-hub id" in err and "l2p export FLUX.1-dev --out BUNDLE" in err
+    assert "--local-dir FLUX.1-dev" in err and "l2p export MODEL --out black-forest-labs/FLUX.1-dev" in err
+    err = _err(capsys, ["export", "black-forest-labs/FLUX.1-dev", "--out", "b"])
+    assert "looks like a model-hub id" in err and "l2p export FLUX.1-dev --out BUNDLE" in err
+    (tmp_path / "black-forest-labs").mkdir()  # an existing folder is a path, not a hub id
+    assert "model-hub" not in _err(capsys, ["sample", "black-forest-labs/FLUX.1-dev", "--conditioning",
+                                            str(cond_file), "--out", "o"])

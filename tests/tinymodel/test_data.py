@@ -85,3 +85,15 @@ def test_render_batch_matches_sequential_render() -> None:
 def test_module_is_torch_free() -> None:
     code = "import sys, l2p.tinymodel.data, l2p.tinymodel.checker; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_builtin_prompt_check_accepts_every_caption_and_names_unknown_words() -> None:
+    from l2p.errors import InputError
+    from l2p.models import check_builtin_prompts
+
+    check_builtin_prompts("tiny-flux", data.all_captions())  # every caption the model was made for
+    check_builtin_prompts("tiny-flux", ["A Red circle at the top left."])  # case and a final full stop
+    with pytest.raises(InputError, match=r"prompt 1 'a cat on a mat': unknown word\(s\) cat, on, mat"):
+        check_builtin_prompts("tiny-flux", ["a red circle at the top left", "a cat on a mat"])
+    with pytest.raises(InputError, match="not a caption"):
+        check_builtin_prompts("tiny-flux", ["circle red a"])

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Union
 
-from ...errors import UnsupportedModelError
+from ...errors import InputError, UnsupportedModelError
+from ...limits import check_bound
 from .ddim import DDIMConfig, DDIMScheduler
 from .dpm_solver import DPMSolverConfig, DPMSolverMultistepScheduler
 from .flow_match import (
@@ -41,7 +42,8 @@ def make_scheduler(config: Mapping[str, Any]) -> Scheduler:
 
     Raises:
         UnsupportedModelError: the class is missing or not one l2p implements.
-        InputError: a config key or value that l2p does not support (see ``from_config``).
+        InputError: a config key or value that l2p does not support (see ``from_config``), or a
+            ``num_train_timesteps`` outside :data:`l2p.limits.BOUNDS` (checked before allocating).
     """
     name = config.get("_class_name")
     if name not in SCHEDULERS:
@@ -49,6 +51,12 @@ def make_scheduler(config: Mapping[str, Any]) -> Scheduler:
             f"scheduler class {name!r} is not supported; l2p implements {', '.join(SCHEDULERS)}. "
             f"Set '_class_name' in the scheduler config to one of them"
         )
+    fix = "use the model's own scheduler config (diffusers models use 1000 training timesteps)"
+    n = check_bound("num_train_timesteps", config.get("num_train_timesteps", 1000),
+                    "scheduler config: num_train_timesteps", fix, error=InputError)
+    betas = config.get("trained_betas")
+    if betas is not None and (not isinstance(betas, (list, tuple)) or len(betas) != n):
+        raise InputError(f"scheduler config: trained_betas must be a list of num_train_timesteps ({n}) numbers; {fix}")
     return SCHEDULERS[name].from_config(config)  # type: ignore[no-any-return]
 
 
