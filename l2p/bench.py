@@ -295,9 +295,30 @@ def series_label(row: dict[str, Any]) -> str:
     return strip(str(row["method"]))
 
 
+def draw_quality(ax: Any, report: dict[str, Any], keep: Callable[[dict[str, Any]], bool] = lambda r: True) -> None:
+    """Quality (PSNR vs. full compute) against transformer-FLOPs reduction on a matplotlib ``ax``,
+    one line per method over the budgets (of the rows ``keep`` accepts; full compute is not drawn);
+    axis labels and grid, no title or legend."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    method_of: dict[str, str] = {}
+    for r in report["rows"]:
+        if r["method"] != "full" and keep(r):
+            key = series_label(r)
+            series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
+            method_of[key] = key.split(" on ")[0]
+    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted(set(method_of.values())))}  # a method keeps its colour
+    for key, pts in sorted(series.items()):
+        pts.sort()
+        borrowed_schedule = " on " in key  # dashed: the same method on an L2P predictor's schedule
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--" if borrowed_schedule else "o-", label=key,
+                color=colours[method_of[key]], lw=2.5 if key.startswith("l2p") else 1.5)
+    ax.set_xlabel("transformer FLOPs reduction vs. full compute (x)")
+    ax.set_ylabel("PSNR vs. full compute (dB)")
+    ax.grid(alpha=0.3)
+
+
 def plot(report: dict[str, Any], path: Path) -> Path:
-    """PNG of quality (PSNR vs. full compute) against transformer-FLOPs reduction, one line per
-    method over the budgets; the legend sits outside the axes, so it covers no line."""
+    """PNG of :func:`draw_quality` for every row; the legend sits outside the axes, so it covers no line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -305,25 +326,10 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     from .atomic import atomic_open
 
-    series: dict[str, list[tuple[float, float]]] = {}
-    method_of: dict[str, str] = {}
-    for r in report["rows"]:
-        if r["method"] != "full":
-            key = series_label(r)
-            series.setdefault(key, []).append((r["flops_reduction"], min(r["psnr_db"], 99)))
-            method_of[key] = key.split(" on ")[0]
-    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted(set(method_of.values())))}  # a method keeps its colour
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
-    for key, pts in sorted(series.items()):
-        pts.sort()
-        borrowed_schedule = " on " in key  # dashed: the same method on an L2P predictor's schedule
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--" if borrowed_schedule else "o-", label=key,
-                color=colours[method_of[key]], lw=2.5 if key.startswith("l2p") else 1.5)
+    draw_quality(ax, report)
     seeds = len(report["seeds"])
-    ax.set_xlabel("transformer FLOPs reduction vs. full compute (x)")
-    ax.set_ylabel("PSNR vs. full compute (dB)")
     ax.set_title(f"Quality vs. FLOPs reduction ({report['steps']} steps, {seeds} seed{'s' * (seeds != 1)})")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
               title="method (even interval schedule\nunless noted)", title_fontsize=8)
     fig.tight_layout()

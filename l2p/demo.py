@@ -2,21 +2,28 @@
 
 1. export the model to a bundle (skipped when up to date);
 2. sample held-out captions with full compute, check each image against its caption, write a grid;
-3. calibrate an L2P predictor on training captions and show full vs. L2P vs. fixed-formula caches
-   side by side, with speed and PSNR (``--no-compare`` skips this part). Speed-ups are timed as
-   ``l2p bench`` times them (:mod:`l2p.timing`: warm-up, interleaved rounds, median and range).
+3. calibrate an L2P predictor per budget on training captions, bench it against TaylorSeer-2 and
+   FORA with :func:`l2p.bench.run_bench` (the same timing and quality as ``l2p bench``), and draw
+   full vs. L2P vs. the fixed formulas side by side with their difference to full compute
+   (amplified), PSNR and speed-up, beside the quality-vs-FLOPs plot (``--no-compare`` skips this part).
+   Speed-ups are timed as ``l2p bench`` times them (:mod:`l2p.timing`: warm-up, interleaved rounds,
+   median; above the FLOPs reduction marked as noise).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .metrics import image_metrics
+from .atomic import write_json
+from .demo_figure import Column, save_compare, save_grid
 from .models import BUILTIN
-from .timing import NOISE_NOTE, format_speedup, interleaved, is_noise
+from .sampling.pipeline import Sampler
+from .timing import NOISE_NOTE, format_speedup
 
 CAPTIONS_FALLBACK = ["a red circle at the top left", "a blue square at the center",
                      "a green triangle at the bottom right", "a yellow circle at the right"]
@@ -42,51 +49,63 @@ def _check(images: np.ndarray, captions: list[str], model: str) -> list[bool | N
     return [check(img, c).ok for img, c in zip(images, captions)]
 
 
-def save_grid(columns: dict[str, np.ndarray], captions: list[str], path: Path,
-              marks: dict[str, list[bool | None]] | None = None, title: str = "") -> Path:
-    """A PNG grid: one row per caption, one column per method (``(B, H, W, 3)`` uint8 each)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .atomic import atomic_open
-
-    import textwrap
-
-    rows, cols = len(captions), len(columns)
-    left = 1.6  # inches for the wrapped captions
-    width = 1.7 * cols + left
-    fig, axes = plt.subplots(rows, cols, figsize=(width, 1.75 * rows + 0.6), dpi=100, squeeze=False)
-    for c, (name, imgs) in enumerate(columns.items()):
-        for r in range(rows):
-            ax = axes[r, c]
-            ax.imshow(imgs[r], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            mark = (marks or {}).get(name, [None] * rows)[r]
-            if mark is not None:
-                ax.set_xlabel("checker: ok" if mark else "checker: mismatch", fontsize=7,
-                              color="green" if mark else "red", labelpad=2)
-            if r == 0:
-                ax.set_title(name, fontsize=8)
-            if c == 0:
-                ax.set_ylabel(textwrap.fill(captions[r], 18), fontsize=8, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=left / width, right=0.98, top=1 - 0.55 / (1.75 * rows + 0.6), bottom=0.03,
-                        wspace=0.08, hspace=0.35)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-    return path
+#: the compared methods: (``--method``, display name, colour); ``{M}`` is the budget
+METHODS = (("l2p:demo-{M}", "L2P", "tab:green"), ("taylorseer2", "TaylorSeer-2", "tab:orange"),
+           ("fora", "FORA", "tab:red"))
+GAIN = 20  # amplification of the difference maps
+SHOWN = 4  # captions shown in compare.png (the PSNR is over all of them)
 
 
-def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compare: bool = True,
+def _row(report: dict[str, Any], method: str, budget: int) -> dict[str, Any]:
+    """The bench row of ``method`` at ``budget`` on its own schedule (L2P's, or the presets' interval)."""
+    for r in report["rows"]:
+        if r["method"] == method and r["full_steps"] == budget and r["schedule"] in ("own", "interval"):
+            return r
+    raise KeyError(f"no bench row for {method} at {budget}")
+
+
+def _draw_quality(report: dict[str, Any]) -> Any:
+    """``draw(ax)``: bench's quality-vs-FLOPs plot of the demo's methods, in the figure's names and colours."""
+    from .bench import draw_quality
+
+    names = {m.replace("-{M}", ""): (n, c) for m, n, c in METHODS}
+
+    def draw(ax: Any) -> None:
+        draw_quality(ax, report, keep=lambda r: r["schedule"] in ("own", "interval"))
+        for line in ax.get_lines():
+            name, color = names.get(line.get_label(), (line.get_label(), None))
+            line.set_label(name)
+            if color:
+                line.set_color(color)
+        ax.legend(fontsize=9)
+        ax.set_title(f"quality vs. FLOPs reduction ({report['steps']} steps)", fontsize=10)
+
+    return draw
+
+
+def _calibrate(sampler: Sampler, calib: list[str], steps: int, budgets: Sequence[int]) -> None:
+    """One L2P predictor ``demo-M`` per budget (skipped when up to date; the capture is shared)."""
+    from .calibration.calibrate import CalibrationConfig, Calibrator
+    from .progress import terminal_bar
+
+    cond = sampler.encode(calib)
+    for m in budgets:
+        print(f"calibrating L2P for {m}/{steps} steps on {len(calib)} training captions ...")
+        t0 = time.perf_counter()
+        Calibrator(sampler, cond, CalibrationConfig(steps, m, name=f"demo-{m}", seeds=2),
+                   log=lambda s: print("  " + s), progress=terminal_bar).run()
+        print(f"  calibration took {time.perf_counter() - t0:.1f} s")
+
+
+def run_demo(model: str, out: Path, steps: int = 50, budgets: Sequence[int] = (10, 5), compare: bool = True,
              repeats: int = 3) -> None:
+    """Export ``model``, write ``grid.png`` (full compute, checked captions) and, with ``compare``,
+    ``compare.png``: full vs. L2P vs. the fixed formulas at each budget, with difference maps,
+    PSNR, speed-up and the quality-vs-FLOPs plot. Timing and quality come from :func:`l2p.bench.run_bench`."""
+    from .bench import format_table, run_bench
     from .export.exporter import export_bundle
-    from .sampling.pipeline import Sampler
 
+    t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     bundle = export_bundle(model, out / "bundle")
     sampler = Sampler(bundle)
@@ -102,42 +121,37 @@ def run_demo(model: str, out: Path, steps: int = 50, full_steps: int = 10, compa
     print(f"full compute: {full.seconds:.2f} s for {len(captions)} images -> grid: {grid}")
     if not compare:
         return
-    from .calibration.calibrate import CalibrationConfig, Calibrator
-    from .progress import terminal_bar
-
-    print(f"calibrating an L2P predictor on {len(calib)} training captions ...")
-    t0 = time.perf_counter()
-    Calibrator(sampler, sampler.encode(calib), CalibrationConfig(steps, full_steps, name=f"demo-{full_steps}",
-               seeds=2), log=lambda s: print("  " + s), progress=terminal_bar).run()
-    print(f"  calibration took {time.perf_counter() - t0:.1f} s")
-    columns = {f"full ({steps})": full.images}
-    marks = {f"full ({steps})": ok}
-    methods = (f"l2p:demo-{full_steps}", "taylorseer2", "fora")
-    results = {m: sampler.sample(cond, seed=0, steps=steps, method=m, full_steps=full_steps) for m in methods}
-    # the runs above (and the first full run) were the warm-ups; now interleaved timed rounds
-    tasks = {"full": lambda: sampler.sample(cond, seed=0, steps=steps, decode=False).seconds}
-    for m in methods:
-        tasks[m] = lambda m=m: sampler.sample(cond, seed=0, steps=steps, method=m, full_steps=full_steps,
-                                              decode=False).seconds
-    times = interleaved(tasks, repeats=repeats, warmup=0)
-    bound = steps / full_steps  # the transformer-FLOPs reduction, an upper bound on any real speed-up
-    lines = [f"{'method':14s} {'full steps':>10s} {'speed-up':>9s} {'range':>11s} {'PSNR dB':>8s} "
-             f"{'SSIM':>6s}  checker"]
-    for method, r in results.items():
-        assert r.images is not None
-        psnr, ssim = image_metrics(r.images, full.images)
-        m_ok = _check(r.images, captions, model)
-        label = f"{method.split(':')[0]} ({full_steps}/{steps})"
-        columns[label], marks[label] = r.images, m_ok
-        acc = f"{sum(bool(x) for x in m_ok)}/{len(m_ok)}" if m_ok[0] is not None else "-"
-        speed = times[method].ratio_to(times["full"])
-        lines.append(f"{method.split(':')[0]:14s} {full_steps:10d} {format_speedup(speed.median, bound):>9s} "
-                     f"{speed.low:5.2f}-{speed.high:<5.2f} {psnr:8.2f} {ssim:6.3f}  {acc}")
-    lines.append(f"speed-up: denoising loop, median of {repeats} interleaved rounds against full compute "
-                 f"({steps / full_steps:.1f}x fewer transformer steps)")
-    if any(is_noise(times[m].ratio_to(times["full"]).median, bound) for m in methods):
-        lines.append(NOISE_NOTE)
-    path = save_grid(columns, captions, out / "compare.png", marks,
-                     title=f"full compute vs. cached sampling at {full_steps}/{steps} transformer steps")
-    print("\n".join(lines))
-    print(f"side by side: {path}")
+    budgets = list(dict.fromkeys(budgets))
+    _calibrate(sampler, calib, steps, budgets)
+    print(f"timing and quality, as l2p bench measures them ({len(captions)} held-out captions, seed 0):")
+    report = run_bench(sampler, cond, steps, budgets, [m for m, _, _ in METHODS], [0],
+                       log=lambda s: print("  " + s), repeats=repeats)
+    shown = min(SHOWN, len(captions))
+    columns = [Column(f"full compute\n{steps}/{steps} steps\nreference", full.images[:shown], group="full")]
+    checks: dict[str, dict[str, list[bool | None]]] = {}  # budget -> method -> verdict per caption
+    for m_budget in budgets:
+        for method, name, color in METHODS:
+            method = method.replace("{M}", str(m_budget))
+            row = _row(report, method, m_budget)
+            images = sampler.sample(cond, seed=0, steps=steps, method=method, full_steps=m_budget).images
+            assert images is not None
+            checks.setdefault(str(m_budget), {})[method] = _check(images, captions, model)
+            columns.append(Column(f"{name}  {m_budget}/{steps}\n{row['psnr_db']:.1f} dB PSNR\n"
+                                  f"{format_speedup(row['speedup'], row['flops_reduction'])} faster", images[:shown], color, str(m_budget)))
+    noisy = any(c.header.endswith("* faster") for c in columns)
+    path = save_compare(
+        columns, captions[:shown], out / "compare.png", gain=GAIN,
+        title=f"L2P (learned forecast) vs. fixed formulas (TaylorSeer-2, FORA), "
+              f"{' and '.join(f'{m}/{steps}' for m in budgets)} transformer steps\n"
+              f"each image, and under it its difference to full compute, amplified x{GAIN}",
+        footnote=f"PSNR: vs. full compute, mean over {len(captions)} held-out captions ({shown} shown), seed 0. "
+                 "Faster: measured denoising-loop time vs. full compute on this machine "
+                 "(bounded by the FLOPs reduction, right)." + (f"\n{NOISE_NOTE}" if noisy else ""),
+        draw_plot=_draw_quality(report))
+    write_json(out / "compare.json", {**report, "captions": captions, "checker": checks, "gain": GAIN})
+    print(format_table(report))
+    if ok[0] is not None:
+        print("checker, images matching their caption: " + ", ".join(
+            f"{m} at {b}: {sum(bool(x) for x in v)}/{len(v)}" for b, per in checks.items() for m, v in per.items()))
+    print(f"side by side: {path} (numbers: {out / 'compare.json'})")
+    print(f"demo took {time.perf_counter() - t_start:.0f} s")

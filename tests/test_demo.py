@@ -1,4 +1,4 @@
-"""``l2p demo`` on the built-in model: export, sample, check, grid."""
+"""``l2p demo`` on the built-in model: export, sample, check, grid, and the comparison (few steps)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out_dir = tmp_path_factory.mktemp("demo")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(["demo", "--out", str(out_dir), "--steps", "20", "--no-compare"]) == 0
+        assert main(["demo", "--out", str(out_dir), "--steps", "10", "--budgets", "4"]) == 0
     return out_dir, buf.getvalue()
 
 
@@ -31,6 +31,33 @@ def test_demo_full_compute(demo_run: tuple[Path, str]) -> None:
     assert (out_dir / "grid.png").stat().st_size > 10_000
     assert "checker:" in out and str(out_dir / "grid.png") in out
     assert (out_dir / "bundle" / "manifest.json").is_file()
+
+
+def test_demo_compare_numbers_are_those_of_the_images(demo_run: tuple[Path, str]) -> None:
+    """compare.png's PSNR per method is the PSNR of that method's images against full compute
+    (seed 0, the held-out captions), recomputed here from two independent runs by the definition."""
+    import json
+
+    import numpy as np
+
+    from l2p.sampling.pipeline import Sampler
+
+    out_dir, out = demo_run
+    assert (out_dir / "compare.png").stat().st_size > 50_000 and str(out_dir / "compare.png") in out
+    report = json.loads((out_dir / "compare.json").read_text())
+    rows = {(r["method"], r["schedule"]): r for r in report["rows"]}
+    assert {("l2p:demo-4", "own"), ("taylorseer2", "interval"), ("fora", "interval")} <= set(rows)
+    assert set(report["checker"]) == {"4"} and set(report["checker"]["4"]) == {"l2p:demo-4", "taylorseer2", "fora"}
+    s = Sampler(out_dir / "bundle")
+    cond = s.encode(report["captions"])
+    full = s.sample(cond, 0, 10).images.astype(np.float64)
+    for method, schedule in (("fora", "interval"), ("l2p:demo-4", "own")):
+        got = s.sample(cond, 0, 10, method=method, full_steps=4).images.astype(np.float64)
+        want = np.mean([99.0 if np.array_equal(g, f) else min(99.0, 10 * np.log10(255.0**2 / np.mean((g - f) ** 2)))
+                        for g, f in zip(got, full)])  # per image, capped at 99 dB as documented
+        row = rows[(method, schedule)]
+        assert abs(row["psnr_db"] - want) < 0.01, (method, row["psnr_db"], want)
+        assert row["full_steps"] == 4 and 2.0 < row["flops_reduction"] <= 2.5  # 10/4, less the predictor's cost
 
 
 def test_calibration_scores_decoded_images(demo_run: tuple[Path, str]) -> None:
@@ -71,13 +98,22 @@ def test_validate_on_the_shipped_model(demo_run: tuple[Path, str], capsys: pytes
 
 
 @pytest.mark.slow
-def test_demo_with_cached_methods(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_as_shipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's command: 50 steps, budgets 10 and 5. L2P is closer to full compute than the
+    fixed formulas at both budgets."""
+    import json
+
     from l2p.cli import main
 
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "compare.png").is_file()
     assert "l2p" in out and "taylorseer2" in out and "fora" in out
+    rows = {(r["method"], r["full_steps"], r["schedule"]): r["psnr_db"]
+            for r in json.loads((tmp_path / "compare.json").read_text())["rows"]}
+    for m in (10, 5):
+        assert rows[(f"l2p:demo-{m}", m, "own")] > max(rows[("taylorseer2", m, "interval")],
+                                                        rows[("fora", m, "interval")])
 
 
 def test_sample_records_checker_verdicts(demo_run: tuple[Path, str], tmp_path: Path) -> None:
