@@ -141,6 +141,12 @@ def write_repository(bundle_path: str | os.PathLike[str], out: str | os.PathLike
     out = Path(out)
     if out.exists() and not (out / MODEL_NAME / MARKER).is_file():
         raise InputError(f"--out {out} exists and is not a repository l2p wrote; give a new folder")
+    if out.exists():  # replacing deletes the old one: only what l2p wrote may be in it
+        extra = sorted({e.name for e in out.iterdir()} - {MODEL_NAME}) + \
+            sorted({e.name for e in (out / MODEL_NAME).iterdir()} - {"1", "config.pbtxt", "bundle", MARKER})
+        if extra:
+            raise InputError(f"--out {out} is a repository l2p wrote, but it now also holds {extra[:5]}; "
+                             "replacing it would delete them: move them away or give a new folder")
     params = {"l2p_sys_path": os.pathsep.join(python_paths)} if python_paths else {}
     if execution_env:
         params["EXECUTION_ENV_PATH"] = execution_env

@@ -53,6 +53,10 @@ def test_repository_layout_config_and_linked_bundle(flux_bundle: Path, tmp_path:
     assert f'string_value: "{flux_bundle.resolve()}"' in (model / "config.pbtxt").read_text()
     assert not (model / "bundle").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+    # a file the user added to it is never deleted by a rewrite
+    (model / "notes.txt").write_text("mine")
+    assert "also holds ['notes.txt']" in err(capsys, ["triton-repo", str(flux_bundle), "--out", str(out)])
+    assert (model / "notes.txt").read_text() == "mine"
 
 
 def test_bad_settings_are_refused_before_anything_is_written(flux_bundle: Path, tmp_path: Path,
