@@ -55,8 +55,10 @@ def _inputs(step: int, batch: int = 2) -> dict:
                 txt_ids=torch.zeros(8, 3))
 
 
-def _calls(model, steps: int, meter, config=None) -> tuple[list[int], list[int]]:  # type: ignore[no-untyped-def]
-    """Run ``steps`` transformer calls; (meter's FLOPs per call, flop_counter's FLOPs per call)."""
+def _calls(model, steps, meter, config=None, reference=True):  # type: ignore[no-untyped-def]
+    """Run ``steps`` transformer calls; (meter's FLOPs per call, flop_counter's per call if ``reference``)."""
+    from contextlib import nullcontext
+
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -66,9 +68,10 @@ def _calls(model, steps: int, meter, config=None) -> tuple[list[int], list[int]]
     ref = []
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), model.cache_context("cond"):
         for i in range(steps):
-            with FlopCounterMode(display=False) as fc:
+            with FlopCounterMode(display=False) if reference else nullcontext() as fc:
                 model(**_inputs(i))
-            ref.append(fc.get_total_flops())
+            if fc is not None:
+                ref.append(fc.get_total_flops())
     if config is not None:
         model._reset_stateful_cache()
         model.disable_cache()
@@ -81,7 +84,7 @@ def test_flop_meter_counts_what_runs_like_torch_flop_counter() -> None:
     hooks = _tool("diffusers_hooks")
     model = _transformer()
     meter = hooks.FlopMeter(model)
-    got, ref = _calls(model, 3, meter)
+    got, ref = _calls(model, 2, meter)
     assert got == ref and len(set(ref)) == 1  # full compute: every call alike
     full = ref[0]
     configs = [TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=2, max_order=1,
@@ -101,10 +104,10 @@ def test_taylorseer_steps_are_the_hooks_computed_steps() -> None:
     hooks = _tool("diffusers_hooks")
     model = _transformer()
     meter = hooks.FlopMeter(model)
-    for warmup, interval in ((3, 7), (2, 10), (1, 4)):
+    for warmup, interval in ((3, 7), (2, 10)):
         cfg = TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup, max_order=1,
                                     taylor_factors_dtype=torch.float32, use_lite_mode=True)
-        got, _ = _calls(model, 24, meter, cfg)
+        got, _ = _calls(model, 24, meter, cfg, reference=False)
         computed = tuple(i for i, f in enumerate(got) if f == max(got))
         assert computed == hooks.taylorseer_steps(24, warmup, interval)
 
@@ -146,4 +149,4 @@ def test_quick_mode_on_the_builtin_model(tmp_path: Path) -> None:
     for r in rows.values():
         assert r["images"] == 2 and 0 <= r["accepted"] <= 2 and r["seconds_per_image"] > 0
         assert np.isfinite([r["latent_psnr_db"], r["psnr_db"], r["flops_reduction"]]).all()
-        assert r["flops_reduction"] >= 1.0 and r["calls"] <= r["equiv_calls"] + 1e-9 or r["method"].startswith("l2p")
+        assert r["flops_reduction"] >= 1.0 and r["calls"] <= r["equiv_calls"] + 1e-9

@@ -49,7 +49,6 @@ from l2p.atomic import write_json  # noqa: E402
 from l2p.bench import BENCH_SEED0, Bench  # noqa: E402
 from l2p.metrics import image_metrics, psnr_db  # noqa: E402
 from l2p.models import model_defaults, resolve_model  # noqa: E402
-from l2p.predictor.presets import PRESETS  # noqa: E402
 from l2p.sampling.methods import l2p_forecaster, preset_forecaster  # noqa: E402
 from l2p.sampling.pipeline import Sampler, to_uint8  # noqa: E402
 
@@ -120,7 +119,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ratios = None
     if args.magcache:
         if calib is None:
-            raise SystemExit("error: MagCache needs calibration captions: give --calib-captions FILE (or --magcache '')")
+            raise SystemExit("error: MagCache needs calibration captions: give --calib-captions FILE "
+                             "(or --magcache '')")
         print(f"MagCache calibration mode on {len(calib)} training captions, seed 0 ...")
         ratios = magcache_ratios(runner, sampler.rt.noise(0, len(calib)), runner.encode(calib))
     split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
@@ -138,33 +138,44 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     jobs = [(s, lab, fc) for s in seeds for lab, fc in lmethods]  # seeds outer: load that comes and goes hits all
     for s, lab, fc in tqdm(jobs, desc="l2p runs", file=sys.stderr):
         res = sampler.sample(cond, s, steps, initial=noise[s], forecaster=fc, decode=False)
-        r = runs.setdefault(lab, {"finals": [], "seconds": []})
-        r["finals"].append(res.final)
-        r["seconds"].append(res.seconds)
+        _record(runs, lab, res.final, res.seconds)
     djobs = [(s, m) for s in seeds for m in [None, *dmethods]]
     for s, m in tqdm(djobs, desc="diffusers runs", file=sys.stderr):
         final, sec, calls = runner.run(noise[s], dcond, None if m is None else m.config)
-        r = runs.setdefault("diffusers full" if m is None else f"diffusers {m.label}",
-                            {"finals": [], "seconds": [], "calls": []})
-        r["finals"].append(final)
-        r["seconds"].append(sec)
+        _record(runs, "diffusers full" if m is None else f"diffusers {m.label}", final, sec, calls)
+    rows = score(runs, sampler, runner, cond, seeds, dict(lmethods), [c for _ in seeds for c in held])
+    settings = {m.label: m.settings for m in dmethods}
+    return {"model": str(src), "bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash,
+            "steps": steps, "seeds": seeds, "captions": held, "magcache_ratios": ratios,
+            "diffusers_settings": settings, "rows": rows}
+
+
+def _record(runs: dict[str, dict[str, list[Any]]], label: str, final: np.ndarray, seconds: float,
+            calls: list[int] | None = None) -> None:
+    r = runs.setdefault(label, {"finals": [], "seconds": [], "calls": []})
+    r["finals"].append(final)
+    r["seconds"].append(seconds)
+    if calls is not None:
         r["calls"].append(calls)
 
+
+def score(runs: dict[str, dict[str, list[Any]]], sampler: Sampler, runner: FluxRunner, cond: dict[str, np.ndarray],
+          seeds: list[int], fcs: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+    """One table row per method: calls, FLOPs, PSNR against ``runs["diffusers full"]``, checker, seconds."""
+    steps, batch = runner.steps, len(labels) // len(seeds)
     full_call = runs["diffusers full"]["calls"][0][0]  # every call of the full run costs the same
     bench = Bench(sampler, cond, steps, seeds, log=lambda s: None)
     ref = np.concatenate(runs["diffusers full"]["finals"])  # (N, S, 4C), seed-major
     ref_img = runner.decode(ref)
-    labels = [c for _ in seeds for c in held]
     checker = _checker(sampler)
     rows = []
-    fcs = dict(lmethods)
     for name, r in tqdm(runs.items(), desc="scoring", file=sys.stderr):
         finals = np.concatenate(r["finals"])
-        if name.startswith("diffusers"):
+        if r["calls"]:  # a diffusers run: its counted FLOPs
             img = runner.decode(finals)
             full = float(np.mean([sum(c >= 0.999 * full_call for c in cs) for cs in r["calls"]]))
             equiv = float(np.mean([sum(cs) / full_call for cs in r["calls"]]))
-        else:
+        else:  # an l2p run: FLOPs from the ONNX graphs
             img = to_uint8(sampler.decode_float(finals))
             fc = fcs[name]
             full = float(steps if fc is None else len(fc.table.computed))
@@ -172,12 +183,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"method": name, "calls": full, "equiv_calls": equiv, "flops_reduction": steps / equiv,
                      "latent_psnr_db": psnr_db(finals, ref), "psnr_db": image_metrics(img, ref_img)[0],
                      "accepted": None if checker is None else sum(checker(i, c) for i, c in zip(img, labels)),
-                     "images": len(labels), "seconds_per_image": float(np.mean(r["seconds"])) / rows_n})
-    settings = {m.label: m.settings for m in dmethods}
-    l2p_full = np.concatenate(runs[lmethods[0][0]]["finals"])
-    return {"model": str(src), "bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash,
-            "full_max_abs_diff": float(np.abs(l2p_full - ref).max()), "steps": steps, "seeds": seeds,
-            "captions": held, "magcache_ratios": ratios, "diffusers_settings": settings, "full_call_flops": full_call, "rows": rows}
+                     "images": len(labels), "seconds_per_image": float(np.mean(r["seconds"])) / batch,
+                     "max_abs_diff": float(np.abs(finals - ref).max())})
+    return rows
 
 
 def _checker(sampler: Sampler) -> Any:
@@ -203,9 +211,9 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join([*lines, FOOTER])
 
 
-def full_match_db(report: dict[str, Any]) -> float:
-    """Latent PSNR of l2p's full-compute run against diffusers' (same noise, fp32)."""
-    return next(r["latent_psnr_db"] for r in report["rows"] if r["method"].startswith("l2p full"))
+def full_match(report: dict[str, Any]) -> dict[str, Any]:
+    """The row of l2p's full-compute run (its PSNR is against diffusers' full run: same noise, fp32)."""
+    return next(r for r in report["rows"] if r["method"].startswith("l2p full"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--magcache", default="0.06:3:0.2,1:20:0.06,3:20:0.06",
                    help="diffusers MagCache settings THRESHOLD:MAX_SKIP:RETENTION ('' for none)")
     p.add_argument("--captions", help="held-out captions file, one per line (default: the model folder's)")
-    p.add_argument("--calib-captions", help="MagCache calibration captions file (default: the tiny model's training ones)")
+    p.add_argument("--calib-captions",
+                   help="MagCache calibration captions file (default: the tiny model's training captions)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seeds", type=int, default=4, help="seeds 1000..1000+N-1 per caption")
     p.add_argument("--guidance", type=float, default=3.5, help="FLUX guidance embedding (models that have one)")
@@ -233,9 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     report = measure(a)
     print(format_table(report))
-    match = full_match_db(report)
+    row = full_match(report)
+    match = row["latent_psnr_db"]
     print(f"l2p full compute vs. diffusers full compute: {match:.2f} dB latent PSNR (99: the metric's cap), "
-          f"max |difference| {report['full_max_abs_diff']:.2e} "
+          f"max |difference| {row['max_abs_diff']:.2e} "
           f"({'ok' if match >= FULL_MATCH_DB else 'BELOW'} the {FULL_MATCH_DB:.0f} dB expected of fp32)")
     if a.json:
         write_json(a.json, report)
