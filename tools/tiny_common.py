@@ -1,12 +1,14 @@
 """Parts shared by the tiny-model trainers (``tools/train_tiny.py``, ``tools/train_tiny_sd3.py``).
 
 Everything is built from a seed, offline, on CPU: the shapes data set (:mod:`l2p.tinymodel.data`),
-tokenizers over its caption vocabulary, frozen random text encoders, a tiny ``AutoencoderKL``
-trained on the renders, the rectified-flow noise levels, the EMA training loop and the atomic save.
+tokenizers over its caption vocabulary, frozen random text encoders, the rectified-flow noise levels,
+the EMA training loop, the shared command-line options, the model card and the atomic save. The
+VAE is in :mod:`tiny_vae`.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -15,7 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Passive OpenMP waiting: on a shared 2-core machine spinning worker threads slow training down ~4x.
@@ -23,14 +25,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from l2p.tinymodel import data  # noqa: E402
-from l2p.tinymodel.checker import check  # noqa: E402
 
 
 @dataclass
@@ -56,7 +56,18 @@ def log(msg: str, t0: float) -> None:
     print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
 
 
-def render_training_set(cfg: BaseConfig) -> tuple[np.ndarray, list, list[str], torch.Tensor]:
+def start_run(args: argparse.Namespace, cfg: BaseConfig) -> float:
+    """Threads, quiet diffusers progress bars, the configuration logged; returns the start time."""
+    from diffusers.utils import logging as dlogging
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    dlogging.disable_progress_bar()
+    log(f"config {asdict(cfg)}", t0)
+    return t0
+
+
+def render_training_set(cfg: BaseConfig, t0: float) -> tuple[np.ndarray, list, list[str], torch.Tensor]:
     """Renders of the training combos only.
 
     Returns:
@@ -68,6 +79,7 @@ def render_training_set(cfg: BaseConfig) -> tuple[np.ndarray, list, list[str], t
     images = data.render_batch(combos, rng)  # (N, 64, 64, 3) uint8
     captions = data.train_captions()
     caption_idx = torch.tensor([captions.index(data.caption(c)) for c in combos])  # (N,)
+    log(f"rendered {len(images)} images of {len(captions)} training captions", t0)
     return images, combos, captions, caption_idx
 
 
@@ -196,143 +208,13 @@ def build_t5_encoder(hidden: int, tok, seed: int):
 
 
 # --------------------------------------------------------------------------------------------
-# VAE
+# flow matching
 # --------------------------------------------------------------------------------------------
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float32 ``(N, 3, H, W)`` in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def build_vae(cfg: BaseConfig):
-    from diffusers import AutoencoderKL
-
-    n = len(cfg.vae_block_out_channels)
-    torch.manual_seed(cfg.seed + 3)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(cfg.vae_block_out_channels),
-        layers_per_block=1,
-        latent_channels=cfg.vae_latent_channels,
-        norm_num_groups=8,
-        sample_size=data.IMAGE_SIZE,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
-
-
-def foreground_weight(x: torch.Tensor, weight: float) -> torch.Tensor:
-    """Per-pixel loss weight ``(B, 1, H, W)``: ``1 + weight`` on (dilated) foreground pixels, else 1.
-
-    The object covers ~5% of the image; without this the VAE under-fits its colour and outline.
-    """
-    bg = torch.tensor(data.BACKGROUND, dtype=x.dtype).div(127.5).sub(1.0).view(1, 3, 1, 1)
-    fg = (x - bg).abs().amax(dim=1, keepdim=True).gt(0.05).float()  # (B, 1, H, W)
-    fg = F.max_pool2d(fg, kernel_size=3, stride=1, padding=1)
-    return 1.0 + weight * fg
 
 
 def cosine_lr(warmup: int, steps: int) -> Callable[[int], float]:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 10% at ``steps``."""
     return lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
-
-
-def train_vae(cfg: BaseConfig, vae, images: np.ndarray, t0: float) -> None:
-    """Train ``vae`` in place: foreground-weighted L1 + MSE reconstruction plus a tiny KL term."""
-    gen = torch.Generator().manual_seed(cfg.seed + 4)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(50, cfg.vae_steps))
-    vae.train()
-    for step in range(cfg.vae_steps):
-        idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
-        x = to_tensor(images[idx.numpy()])  # (B, 3, 64, 64)
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
-        w = foreground_weight(x, cfg.vae_fg_weight)  # (B, 1, 64, 64)
-        err = rec - x
-        rec_loss = ((err.abs() + err.square()) * w).mean() / w.mean()
-        kl = post.kl().mean() / x[0].numel()  # nats per pixel value
-        loss = rec_loss + cfg.vae_kl_weight * kl * x[0].numel()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 50 == 0 or step == cfg.vae_steps - 1:
-            log(f"vae step {step:5d}/{cfg.vae_steps} rec {rec_loss.item():.4f} kl/dim {kl.item():.3f}", t0)
-    vae.eval().requires_grad_(False)
-
-
-def vae_key(cfg: BaseConfig) -> dict:
-    """The configuration fields that determine the trained VAE."""
-    keys = ("seed", "renders_per_combo", "vae_block_out_channels", "vae_latent_channels", "vae_steps",
-            "vae_batch", "vae_lr", "vae_kl_weight", "vae_fg_weight")
-    return {k: getattr(cfg, k) for k in keys}
-
-
-def obtain_vae(cfg: BaseConfig, images: np.ndarray, cache: Path | None, t0: float):
-    """Train the VAE, or load it from ``cache`` when it was trained there with the same configuration."""
-    from diffusers import AutoencoderKL
-
-    key = json.loads(json.dumps(vae_key(cfg)))
-    if cache is not None and (cache / "vae_key.json").exists():
-        if json.loads((cache / "vae_key.json").read_text()) == key:
-            log(f"loading cached VAE from {cache}", t0)
-            return AutoencoderKL.from_pretrained(str(cache)).eval().requires_grad_(False)
-    vae = build_vae(cfg)
-    log(f"vae {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params", t0)
-    train_vae(cfg, vae, images, t0)
-    if cache is not None:
-        vae.save_pretrained(str(cache))
-        (cache / "vae_key.json").write_text(json.dumps(key))
-    return vae
-
-
-@torch.no_grad()
-def vae_report(vae, images: np.ndarray, combos: list, t0: float, n: int = 256) -> tuple[float, float]:
-    """Mean abs reconstruction error (0..255) and checker acceptance on ``n`` renders spread over all combos."""
-    from collections import Counter
-
-    sel = np.linspace(0, len(images) - 1, min(n, len(images))).astype(int)
-    x = to_tensor(images[sel])  # (n, 3, 64, 64)
-    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample  # (n, 3, 64, 64)
-    err = (rec - x).abs().mean().item() * 127.5
-    fg = foreground_weight(x, 1.0).gt(1.0).expand_as(x)
-    fg_err = (rec - x).abs()[fg].mean().item() * 127.5
-    rec_u8 = rec.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (n, 64, 64, 3)
-    results = [check(img, data.caption(combos[i])) for img, i in zip(rec_u8, sel)]
-    acc = float(np.mean([r.ok for r in results]))
-    why = Counter(r.reason.split(" is ")[0].split(" (")[0] for r in results if not r.ok)
-    log(f"vae recon MAE {err:.2f}/255 (foreground {fg_err:.2f}/255); checker accepts {100 * acc:.1f}% {dict(why)}", t0)
-    return err, acc
-
-
-@torch.no_grad()
-def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Posterior means (unscaled) of uint8 images ``(N, 64, 64, 3)`` -> float32 ``(N, C, 8, 8)``."""
-    out = [vae.encode(to_tensor(images[i : i + batch])).latent_dist.mode() for i in range(0, len(images), batch)]
-    return torch.cat(out)
-
-
-def scaled_latents(vae, images: np.ndarray, t0: float) -> torch.Tensor:
-    """Encode ``images`` and set the VAE's ``scaling_factor``/``shift_factor`` from the latent statistics
-    (as FLUX and SD3 do); returns the latents as the transformer sees them, float32 ``(N, C, 8, 8)``."""
-    raw = encode_latents(vae, images)  # (N, C, 8, 8)
-    shift = raw.mean().item()
-    scale = 1.0 / (raw - shift).std().item()
-    vae.register_to_config(scaling_factor=scale, shift_factor=shift)
-    log(f"latents {tuple(raw.shape)} shift {shift:.4f} scale {scale:.4f}", t0)
-    return (raw - shift) * scale
-
-
-# --------------------------------------------------------------------------------------------
-# flow matching
-# --------------------------------------------------------------------------------------------
 
 
 def build_scheduler(shift: float):
@@ -415,3 +297,65 @@ def save_atomically(pipe, out: Path, write_card: Callable[[Path], None], t0: flo
         shutil.rmtree(old)
     log(f"saved {out} ({folder_size(out) / 1e6:.2f} MB); total {(time.time() - t0) / 60:.1f} min", t0)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# command line and model card
+# --------------------------------------------------------------------------------------------
+
+
+def add_run_options(p: argparse.ArgumentParser, seed: int, out: Path) -> None:
+    """The options both trainers share (seed, output, step counts, smoke mode, threads, VAE cache)."""
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--out", type=Path, default=out, help="model folder to (atomically) replace")
+    p.add_argument("--steps", type=int, default=None, help="transformer training steps")
+    p.add_argument("--vae-steps", type=int, default=None, help="VAE training steps")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock cap for the transformer stage")
+    p.add_argument("--renders-per-combo", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="smoke run: few steps and renders")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vae-cache", type=Path, default=None, help="development: reuse/save the trained VAE here")
+    p.add_argument("--vae-from", type=Path, default=None,
+                   help="take the trained VAE of this tiny pipeline folder (its vae/) instead of training one")
+
+
+def apply_run_options(args: argparse.Namespace, cfg) -> None:
+    """``--quick`` (20 VAE steps, 30 transformer steps, 4 renders per combo), then explicit overrides."""
+    if args.quick:
+        cfg.vae_steps, cfg.steps, cfg.renders_per_combo, cfg.warmup = 20, 30, 4, 10
+    if args.steps is not None:
+        cfg.steps = args.steps
+    if args.vae_steps is not None:
+        cfg.vae_steps = args.vae_steps
+    if args.renders_per_combo is not None:
+        cfg.renders_per_combo = args.renders_per_combo
+    cfg.minutes = args.minutes
+
+
+def run_stats(args: argparse.Namespace, ts, train_minutes: float, t0: float) -> dict:
+    """The ``stats`` of ``l2p_tiny.json`` from the :class:`tiny_vae.TrainingSet` ``ts``: VAE quality
+    (and origin with ``--vae-from``), wall times, training set size."""
+    return {
+        "vae_recon_mae_255": round(ts.rec_err, 3),
+        "vae_recon_checker_accuracy": ts.rec_acc,
+        **({"vae_from": str(args.vae_from)} if args.vae_from else {}),
+        "transformer_minutes": round(train_minutes, 2),
+        "total_minutes": round((time.time() - t0) / 60, 2),
+        "train_images": ts.images,
+    }
+
+
+def write_card(path: Path, name: str, conventions: dict, cfg, stats: dict, readme: str) -> None:
+    """``l2p_tiny.json`` (name, image size, the sampling ``conventions``, held-out captions, the
+    training configuration and ``stats``) and ``README.md`` in the model folder ``path``."""
+    meta = {
+        "name": name,
+        "height": data.IMAGE_SIZE,
+        "width": data.IMAGE_SIZE,
+        **conventions,
+        "heldout_captions": data.heldout_captions(),
+        "config": asdict(cfg),
+        "stats": stats,
+    }
+    (path / "l2p_tiny.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (path / "README.md").write_text(readme)

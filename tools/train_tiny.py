@@ -24,15 +24,15 @@ caps wall time as a safety net and makes the run time-dependent when it triggers
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tiny_common as tc  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+import tiny_vae as tv  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -134,20 +134,9 @@ def train_transformer(
 
 
 def write_model_card(path: Path, cfg: Config, stats: dict) -> None:
-    meta = {
-        "name": "l2p tiny-flux",
-        "height": data.IMAGE_SIZE,
-        "width": data.IMAGE_SIZE,
-        "max_sequence_length": MAX_SEQUENCE_LENGTH,
-        "num_inference_steps": NUM_INFERENCE_STEPS,
-        "guidance": None,
-        "scheduler_shift": SCHEDULER_SHIFT,
-        "heldout_captions": data.heldout_captions(),
-        "config": asdict(cfg),
-        "stats": stats,
-    }
-    (path / "l2p_tiny.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (path / "README.md").write_text(
+    conventions = {"max_sequence_length": MAX_SEQUENCE_LENGTH, "num_inference_steps": NUM_INFERENCE_STEPS,
+                   "guidance": None, "scheduler_shift": SCHEDULER_SHIFT}
+    tc.write_card(path, "l2p tiny-flux", conventions, cfg, stats, readme=(
         "# l2p tiny-flux\n\n"
         "A tiny FLUX-architecture text-to-image model trained on procedural shapes "
         "(`l2p.tinymodel.data`); built by `tools/train_tiny.py`.\n\n"
@@ -161,20 +150,12 @@ def write_model_card(path: Path, cfg: Config, stats: dict) -> None:
         f"`max_sequence_length={MAX_SEQUENCE_LENGTH}` and `height=width={data.IMAGE_SIZE}` are required "
         "(the pipeline defaults, 512 and 1024, are not what the model was trained for). "
         "No guidance (`guidance_embeds=False`). See `l2p_tiny.json` for the training configuration.\n"
-    )
+    ))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seed", type=int, default=Config.seed)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model folder to (atomically) replace")
-    p.add_argument("--steps", type=int, default=None, help="transformer training steps")
-    p.add_argument("--vae-steps", type=int, default=None, help="VAE training steps")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock cap for the transformer stage")
-    p.add_argument("--renders-per-combo", type=int, default=None)
-    p.add_argument("--quick", action="store_true", help="smoke run: few steps and renders")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--vae-cache", type=Path, default=None, help="development: reuse/save the trained VAE here")
+    tc.add_run_options(p, Config.seed, DEFAULT_OUT)
     shape = p.add_argument_group("transformer shape (defaults: the shipped model's)")
     shape.add_argument("--layers", type=int, default=Config.num_layers, help="double-stream blocks")
     shape.add_argument("--single-layers", type=int, default=Config.num_single_layers, help="single-stream blocks")
@@ -189,48 +170,30 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
             p.error("--head-dim must be a multiple of 4 and at least 12 (RoPE axes need even sizes)")
         half = (args.head_dim - 4) // 2  # even, as head_dim is a multiple of 4
         cfg.axes_dims_rope = (4, half, half)
-    if args.quick:
-        cfg.vae_steps, cfg.steps, cfg.renders_per_combo, cfg.warmup = 20, 30, 4, 10
-    if args.steps is not None:
-        cfg.steps = args.steps
-    if args.vae_steps is not None:
-        cfg.vae_steps = args.vae_steps
-    if args.renders_per_combo is not None:
-        cfg.renders_per_combo = args.renders_per_combo
-    cfg.minutes = args.minutes
+    tc.apply_run_options(args, cfg)
     return args, cfg
 
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    t0 = time.time()
+    t0 = tc.start_run(args, cfg)
     from diffusers import FluxPipeline
-    from diffusers.utils import logging as dlogging
 
-    dlogging.disable_progress_bar()
-    tc.log(f"config {asdict(cfg)}", t0)
-
-    # 1. data: renders of the training combos only
-    images, combos, captions, caption_idx = tc.render_training_set(cfg)
-    tc.log(f"rendered {len(images)} images of {len(captions)} training captions", t0)
+    # 1. data: renders of the training combos; the VAE (optionally cached across development runs
+    #    with --vae-cache, or taken from --vae-from) and the latents
+    ts = tv.training_set(args, cfg, t0)
 
     # 2. tokenizers, frozen text encoders
     clip_tok, t5_tok = tc.build_clip_tokenizer(), tc.build_t5_tokenizer(MAX_SEQUENCE_LENGTH)
     clip = tc.build_clip_encoder(cfg.text_hidden, clip_tok, cfg.seed + 1)
     t5 = tc.build_t5_encoder(cfg.text_hidden, t5_tok, cfg.seed + 2)
 
-    # 3. VAE (optionally cached across development runs with --vae-cache)
-    vae = tc.obtain_vae(cfg, images, args.vae_cache, t0)
-    latents = tc.scaled_latents(vae, images, t0)
-    rec_err, rec_acc = tc.vae_report(vae, images, combos, t0)
-
-    # 4. prompt embeddings through the pipeline's own encode_prompt
+    # 3. prompt embeddings through the pipeline's own encode_prompt
     transformer = build_transformer(cfg)
     tc.log(f"transformer {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f}M params", t0)
     pipe = FluxPipeline(
         scheduler=tc.build_scheduler(SCHEDULER_SHIFT),
-        vae=vae,
+        vae=ts.vae,
         text_encoder=clip,
         tokenizer=clip_tok,
         text_encoder_2=t5,
@@ -239,22 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     with torch.no_grad():
         prompt_embeds, pooled, text_ids = pipe.encode_prompt(
-            captions, prompt_2=None, device=torch.device("cpu"), max_sequence_length=MAX_SEQUENCE_LENGTH
+            ts.captions, prompt_2=None, device=torch.device("cpu"), max_sequence_length=MAX_SEQUENCE_LENGTH
         )  # (K, 16, D), (K, D), (16, 3)
 
-    # 5. transformer
+    # 4. transformer
     train_start = time.time()
-    ema = train_transformer(cfg, transformer, latents, caption_idx, prompt_embeds, pooled, text_ids, t0)
+    ema = train_transformer(cfg, transformer, ts.latents, ts.caption_idx, prompt_embeds, pooled, text_ids, t0)
     train_minutes = (time.time() - train_start) / 60
 
-    # 6. save atomically: the same parts, the EMA weights
-    stats = {
-        "vae_recon_mae_255": round(rec_err, 3),
-        "vae_recon_checker_accuracy": rec_acc,
-        "transformer_minutes": round(train_minutes, 2),
-        "total_minutes": round((time.time() - t0) / 60, 2),
-        "train_images": len(images),
-    }
+    # 5. save atomically: the same parts, the EMA weights
+    stats = tc.run_stats(args, ts, train_minutes, t0)
     pipe = FluxPipeline(**{**pipe.components, "transformer": ema})
     tc.save_atomically(pipe, args.out, lambda path: write_model_card(path, cfg, stats), t0)
     return 0

@@ -1,0 +1,155 @@
+"""The tiny SD3 model: a ``--quick`` training run of ``tools/train_tiny_sd3.py`` loads offline with
+``StableDiffusion3Pipeline`` and draws, and (when built) the shipped ``l2p/assets/tiny-sd3`` folder
+(needs torch + diffusers + transformers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from l2p.tinymodel import data  # noqa: E402
+from l2p.tinymodel.checker import check  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "l2p" / "assets" / "tiny-sd3"
+shipped = pytest.mark.skipif(not (MODEL / "model_index.json").exists(), reason="tiny-sd3 folder not built")
+SUBFOLDERS = ("scheduler", "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2",
+              "tokenizer_3", "transformer", "vae")
+
+
+def load(path: Path):
+    torch.set_num_threads(2)
+    p = diffusers.StableDiffusion3Pipeline.from_pretrained(str(path), local_files_only=True)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def check_folder(path: Path, pipe, meta: dict) -> None:
+    """Layout, size and the conventions the model was trained with."""
+    for sub in SUBFOLDERS:
+        assert (path / sub).is_dir(), sub
+    assert not list(path.rglob("*.bin")) and not list(path.rglob("*.pkl"))
+    assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) <= 25 * 1024 * 1024
+    assert meta["height"] == meta["width"] == 64
+    assert meta["heldout_captions"] == data.heldout_captions()
+    assert pipe.default_sample_size * pipe.vae_scale_factor == meta["height"]  # the pipeline's default size
+    assert pipe.tokenizer_max_length == meta["clip_max_length"]
+    assert pipe.tokenizer_3.model_max_length == meta["max_sequence_length"]
+    assert pipe.scheduler.config.use_dynamic_shifting is False
+    assert pipe.scheduler.config.shift == meta["scheduler_shift"]
+    cfg = pipe.transformer.config
+    clip_width = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    assert clip_width <= cfg.joint_attention_dim == pipe.text_encoder_3.config.d_model
+    assert cfg.pooled_projection_dim == (pipe.text_encoder.config.projection_dim
+                                         + pipe.text_encoder_2.config.projection_dim)
+    for cap in data.all_captions()[::7]:  # every caption fits the padded lengths
+        assert len(pipe.tokenizer(cap).input_ids) <= meta["clip_max_length"]
+        assert len(pipe.tokenizer_3(cap).input_ids) <= meta["max_sequence_length"]
+
+
+def draw(pipe, meta: dict, captions: list[str], seeds: list[int], steps: int, scale: float) -> np.ndarray:
+    """uint8 ``(len(captions), 64, 64, 3)``: caption i with its own generator seeded ``seeds[i]``."""
+    out = pipe(prompt=captions, height=meta["height"], width=meta["width"], num_inference_steps=steps,
+               guidance_scale=scale, max_sequence_length=meta["max_sequence_length"],
+               generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="np")
+    imgs = out.images
+    assert imgs.shape == (len(captions), meta["height"], meta["width"], 3)
+    assert np.isfinite(imgs).all() and imgs.min() >= 0.0 and imgs.max() <= 1.0
+    return np.clip(np.round(imgs * 255), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# a --quick training run (slow: about 1-2 minutes on 2 cores)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_sd3") / "tiny-sd3"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "train_tiny_sd3.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=1800)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_quick_run_loads_offline_and_draws(quick_folder: Path) -> None:
+    assert not list(quick_folder.parent.glob(".tiny-sd3.*"))  # the temporary folder was renamed away
+    pipe = load(quick_folder)
+    meta = json.loads((quick_folder / "l2p_tiny.json").read_text())
+    check_folder(quick_folder, pipe, meta)
+    cfg = meta["config"]
+    assert cfg["steps"] == 30 and 0 < cfg["caption_dropout"] < 1
+    draw(pipe, meta, data.heldout_captions()[:2], [0, 1], steps=3, scale=meta["guidance_scale"])
+
+
+@pytest.mark.slow
+def test_training_conditions_on_what_the_pipeline_encodes(quick_folder: Path) -> None:
+    """The empty-prompt row the trainer drops captions to is the pipeline's negative-prompt embedding,
+    and the caption rows are its prompt embeddings (both from ``encode_prompt`` with CFG on)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from train_tiny_sd3 import encode_captions
+
+    pipe = load(quick_folder)
+    caps = data.train_captions()[:3]
+    embeds, pooled = encode_captions(pipe, caps)
+    with torch.no_grad():
+        pos, neg, pos_pooled, neg_pooled = pipe.encode_prompt(
+            prompt=caps, prompt_2=None, prompt_3=None, device=torch.device("cpu"), do_classifier_free_guidance=True,
+            max_sequence_length=pipe.tokenizer_3.model_max_length)
+    torch.testing.assert_close(embeds[:3], pos)
+    torch.testing.assert_close(pooled[:3], pos_pooled)
+    torch.testing.assert_close(embeds[3:].expand_as(neg), neg)
+    torch.testing.assert_close(pooled[3:].expand_as(neg_pooled), neg_pooled)
+    assert not torch.allclose(embeds[3], embeds[0])  # the empty prompt is a distinct condition
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped folder (skipped until it is trained)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def meta() -> dict:
+    return json.loads((MODEL / "l2p_tiny.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load(MODEL)
+
+
+@shipped
+def test_shipped_folder(pipe, meta) -> None:
+    check_folder(MODEL, pipe, meta)
+    assert (MODEL / "tokenizer" / "tokenizer.json").is_file() and (MODEL / "tokenizer_3" / "tokenizer.json").is_file()
+
+
+@shipped
+def test_shipped_draws_few_steps(pipe, meta) -> None:
+    draw(pipe, meta, data.heldout_captions()[:2], [0, 1], steps=4, scale=meta["guidance_scale"])
+
+
+@shipped
+@pytest.mark.slow
+def test_shipped_heldout_accuracy_with_and_without_cfg(pipe, meta) -> None:
+    """Issue 15: >= 90% of held-out captions x 4 seeds at the default scale, and more than at scale 1."""
+    caps = [c for c in data.heldout_captions() for _ in range(4)]
+    seeds = [s for _ in data.heldout_captions() for s in range(4)]
+    accepted = {}
+    for scale in (meta["guidance_scale"], 1.0):
+        imgs = draw(pipe, meta, caps, seeds, meta["num_inference_steps"], scale)
+        accepted[scale] = sum(check(img, cap).ok for img, cap in zip(imgs, caps))
+    assert accepted[meta["guidance_scale"]] >= 0.9 * len(caps), accepted
+    assert accepted[meta["guidance_scale"]] > accepted[1.0], accepted
