@@ -123,6 +123,16 @@ def encode_captions(pipe, captions: list[str]) -> tuple[torch.Tensor, torch.Tens
     return embeds, pooled
 
 
+def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor):
+    """SD3's training pair: ``x_t = (1 - sigma) x0 + sigma noise``, velocity target ``noise - x0`` and the
+    transformer's ``timestep = 1000 sigma`` (StableDiffusion3Pipeline passes the scheduler's ``t``).
+
+    Args: x0, noise float32 ``(B, C, h, w)``; sigma ``(B,)`` in [0, 1]. Returns (x_t, target, timestep).
+    """
+    s = sigma[:, None, None, None]
+    return (1.0 - s) * x0 + s * noise, noise - x0, sigma * 1000.0
+
+
 def train_transformer(cfg: Config, transformer, latents: torch.Tensor, caption_idx: torch.Tensor,
                       prompt_embeds: torch.Tensor, pooled: torch.Tensor, t0: float):
     """Flow-matching training with caption dropout; returns the EMA copy of ``transformer``.
@@ -141,17 +151,11 @@ def train_transformer(cfg: Config, transformer, latents: torch.Tensor, caption_i
         noise = torch.randn(x0.shape, generator=gen)
         sigma = tc.sample_sigmas(cfg.batch, gen, SCHEDULER_SHIFT)  # (B,)
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout  # (B,)
-        s = sigma[:, None, None, None]
-        xt = (1.0 - s) * x0 + s * noise
-        k = torch.where(drop, empty, caption_idx[idx])
-        pred = transformer(
-            hidden_states=xt,
-            encoder_hidden_states=prompt_embeds[k],
-            pooled_projections=pooled[k],
-            timestep=sigma * 1000.0,  # StableDiffusion3Pipeline passes the scheduler's t = sigma * 1000
-            return_dict=False,
-        )[0]
-        return F.mse_loss(pred, noise - x0)
+        xt, target, timestep = flow_matching_pair(x0, noise, sigma)
+        k = torch.where(drop, empty, caption_idx[idx])  # dropped captions -> the empty prompt's row
+        pred = transformer(hidden_states=xt, encoder_hidden_states=prompt_embeds[k], pooled_projections=pooled[k],
+                           timestep=timestep, return_dict=False)[0]
+        return F.mse_loss(pred, target)
 
     return tc.train_ema(cfg, transformer, loss_fn, "sd3", t0)
 
