@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train the tiny SD3-architecture text-to-image model for ``l2p/assets/tiny-sd3/`` (``l2p export tiny-sd3``).
 
-Same data, tokenizers, VAE recipe and EMA loop as the tiny FLUX model (:mod:`tiny_common`), in the
-layout ``StableDiffusion3Pipeline`` needs:
+Same data, tokenizers, VAE recipe and EMA loop as the tiny FLUX model (:mod:`tiny_common`,
+:mod:`tiny_vae`), in the layout ``StableDiffusion3Pipeline`` needs:
 
 1. two CLIP tokenizers (the captions' byte-level BPE, ``model_max_length`` 16) and a T5 tokenizer;
    three tiny *frozen, randomly initialised* text encoders: ``text_encoder``/``text_encoder_2`` =
@@ -21,8 +21,13 @@ layout ``StableDiffusion3Pipeline`` needs:
 
 Usage::
 
-    python tools/train_tiny_sd3.py                                    # full run
+    # full run into l2p/assets/tiny-sd3 (estimated ~27-33 min on 2 idle cores; training the VAE
+    # instead of --vae-from adds ~12-14 min)
+    python tools/train_tiny_sd3.py --vae-from l2p/assets/tiny-flux
     python tools/train_tiny_sd3.py --quick --out /tmp/tiny-sd3-smoke  # smoke run (~1-2 min)
+
+The result is reproducible from ``--seed`` (and the ``--vae-from`` folder) for a fixed ``--steps``;
+``--minutes`` only caps wall time as a safety net.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class Config(tc.BaseConfig):
     attention_head_dim: int = 32
     num_attention_heads: int = 5
     patch_size: int = 2
-    steps: int = 3000
+    steps: int = 4000
     batch: int = 64
     lr: float = 5e-4
     warmup: int = 200

@@ -123,6 +123,23 @@ def test_training_conditions_on_what_the_pipeline_encodes(quick_folder: Path) ->
     assert not torch.allclose(embeds[3], embeds[0])  # the empty prompt is a distinct condition
 
 
+@pytest.mark.slow
+def test_export_builtin_name(quick_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``l2p export tiny-sd3`` (the built-in name pointed at the quick folder) writes an SD3 bundle at the
+    folder's 64x64 with its three text encoders and the VAE decoder, its source recorded as the name."""
+    from l2p import models
+    from l2p.bundle import open_bundle
+    from l2p.cli import main
+
+    monkeypatch.setitem(models.BUILTIN, "tiny-sd3", quick_folder)
+    assert main(["export", "tiny-sd3", "--out", str(tmp_path / "bundle")]) == 0
+    b = open_bundle(tmp_path / "bundle")
+    assert b.family == "sd3" and models.builtin_model_of(b.manifest) == "tiny-sd3"
+    assert (b.manifest["latent"]["height"], b.manifest["latent"]["width"]) == (8, 8)
+    assert {"transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae_decoder"} <= set(b.graphs)
+    assert b.spec("text_encoder_3").inputs[0].shape[1] == 16
+
+
 # --------------------------------------------------------------------------------------------
 # the shipped folder (skipped until it is trained)
 # --------------------------------------------------------------------------------------------
