@@ -15,7 +15,9 @@ from .errors import InputError
 
 ASSETS = Path(__file__).parent / "assets"
 #: built-in model name -> folder inside the package
-BUILTIN = {"tiny-flux": ASSETS / "tiny-flux"}
+BUILTIN = {"tiny-flux": ASSETS / "tiny-flux", "tiny-sd3": ASSETS / "tiny-sd3"}
+#: the script that trains each built-in model's folder (named in the error when it is absent)
+BUILTIN_TRAINER = {"tiny-flux": "tools/train_tiny.py", "tiny-sd3": "tools/train_tiny_sd3.py"}
 
 
 def resolve_model(model: str) -> Path:
@@ -23,7 +25,9 @@ def resolve_model(model: str) -> Path:
     if model in BUILTIN:
         path = BUILTIN[model]
         if not (path / "model_index.json").is_file():
-            raise InputError(f"built-in model '{model}' is not present in this install ({path})")
+            raise InputError(f"built-in model '{model}' is not present in this install ({path} has no "
+                             f"model_index.json); build it from a source checkout with "
+                             f"python {BUILTIN_TRAINER[model]} --out {path}, or give a local diffusers folder")
         return path
     path = Path(model).expanduser()
     if not path.is_dir():

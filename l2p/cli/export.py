@@ -10,9 +10,10 @@ from .options import PRECISIONS, add_output_options, positive
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e = sub.add_parser("export", help="export a diffusers model to an ONNX bundle (needs torch)",
-                       description="Export a local diffusers folder (or the built-in 'tiny-flux') to a bundle.")
+                       description="Export a local diffusers folder (or a built-in model: tiny-flux, tiny-sd3) "
+                                   "to a bundle.")
     e.add_argument("model", metavar="MODEL",
-                   help="diffusers pipeline folder, transformer-only folder, or built-in name (tiny-flux)")
+                   help="diffusers pipeline folder, transformer-only folder, or built-in name (tiny-flux, tiny-sd3)")
     add_output_options(e, out="bundle folder to write (an up-to-date bundle there is left alone)")
     e.add_argument("--latent-size", nargs=2, type=positive, metavar=("H", "W"),
                    help="VAE latent height and width (before FLUX's 2x2 packing)")

@@ -1,8 +1,13 @@
 """Export wrappers for the text encoders and the VAE decoder of a pipeline folder.
 
 Graphs:
-    clip (text_encoder):   input_ids int64 [batch, L] -> last_hidden_state, pooler_output
-    t5 (text_encoder_2):   input_ids int64 [batch, L] -> last_hidden_state
+    clip (CLIPTextModel, FLUX's text_encoder):
+                           input_ids int64 [batch, L] -> last_hidden_state, pooler_output
+    clip with projection (CLIPTextModelWithProjection, SD3's text_encoder and text_encoder_2):
+                           input_ids int64 [batch, L] -> penultimate_hidden_state, text_embeds
+                           (what StableDiffusion3Pipeline takes: ``hidden_states[-2]`` and the projection)
+    t5 (T5EncoderModel, FLUX's text_encoder_2, SD3's text_encoder_3):
+                           input_ids int64 [batch, L] -> last_hidden_state
     vae_decoder:           latent [batch, C, h, w] (as the transformer sees it, scaled)
                            -> image [batch, 3, H, W] in [-1, 1]
 """
@@ -24,6 +29,16 @@ class _Clip(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids, output_hidden_states=False)
         return out.last_hidden_state, out.pooler_output
+
+
+class _ClipWithProjection(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids, output_hidden_states=True)
+        return out.hidden_states[-2], out.text_embeds  # StableDiffusion3Pipeline._get_clip_prompt_embeds
 
 
 class _T5(nn.Module):
@@ -57,6 +72,16 @@ def clip_graph(name: str, model: nn.Module, max_length: int) -> ExportGraph:
          TensorSpec("pooler_output", "float32", ("batch", d))),
     )
     return ExportGraph(name, _Clip(model.eval()), spec, {"batch": 2}, dynamic=("batch",))
+
+
+def clip_projection_graph(name: str, model: nn.Module, max_length: int) -> ExportGraph:
+    c = model.config
+    spec = IOSpec(
+        (TensorSpec("input_ids", "int64", ("batch", max_length)),),
+        (TensorSpec("penultimate_hidden_state", "float32", ("batch", max_length, c.hidden_size)),
+         TensorSpec("text_embeds", "float32", ("batch", c.projection_dim))),
+    )
+    return ExportGraph(name, _ClipWithProjection(model.eval()), spec, {"batch": 2}, dynamic=("batch",))
 
 
 def t5_graph(name: str, model: nn.Module, max_length: int) -> ExportGraph:

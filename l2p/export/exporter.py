@@ -30,11 +30,14 @@ from ..models import model_defaults, read_json, resolve_model
 from ..precision import FORWARD_RTOL, Precision, torch_dtype
 from ..staging import StagedFolder
 from .base import ExportGraph, FamilyAdapter
-from .encoders import clip_graph, t5_graph, trace_args, vae_decoder_graph
+from .encoders import clip_graph, clip_projection_graph, t5_graph, trace_args, vae_decoder_graph
 from .onnx_export import export_graph
 from .out_dir import MARKER, carry_predictors, inspect_out, refuse_losses, settings_change, stale_predictors
 
 __all__ = ["MARKER", "ExportConfig", "export_bundle"]
+
+#: text encoder and tokenizer folders of a pipeline folder (FLUX uses the first two, SD3 all three)
+TEXT_ENCODERS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
 
 #: bounds checked before anything is loaded or allocated
 MAX_LATENT = 1024
@@ -200,7 +203,7 @@ def _check_text_length(src: Path, pipeline: bool, max_sequence_length: int | Non
         raise InputError(f"--max-sequence-length {max_sequence_length} is out of range; use 1..{MAX_TEXT_LENGTH} "
                          "(T5 tokens; FLUX.1 uses 512)")
     index = read_json(src / "model_index.json") if pipeline else {}
-    if not (index.get("text_encoder_2") or [None])[0]:
+    if not any(str((index.get(enc) or [None, None])[1]).startswith("T5") for enc, _ in TEXT_ENCODERS):
         raise InputError(f"--max-sequence-length sets the token length of a pipeline's T5 text encoder, and {src} "
                          "has none (a transformer-only folder takes its conditioning from COND.npz); drop it")
 
@@ -275,16 +278,17 @@ def _export_pipeline_parts(src: Path, out: Path, index: dict[str, Any], latent_s
                            log: Callable[[str], None]) -> dict[str, Any]:
     """Text encoders + tokenizers + VAE decoder of a pipeline folder (fp32: they are cheap)."""
     extra: dict[str, Any] = {}
-    for enc, tok, kind in (("text_encoder", "tokenizer", "clip"), ("text_encoder_2", "tokenizer_2", "t5")):
+    for enc, tok in TEXT_ENCODERS:
         if enc not in index or index[enc] is None or index[enc][0] is None:
             continue
         cls_name = index[enc][1]
         model = _load(cls_name, src / enc, torch.float32)
-        length = 77 if kind == "clip" else max_len
-        if kind == "clip":
-            length = int(getattr(model.config, "max_position_embeddings", 77))
-            g = clip_graph(enc, model, length)
+        if cls_name.startswith("CLIPTextModel"):
+            kind, length = "clip", int(getattr(model.config, "max_position_embeddings", 77))
+            make = clip_projection_graph if cls_name == "CLIPTextModelWithProjection" else clip_graph
+            g = make(enc, model, length)
         elif cls_name.startswith("T5"):
+            kind, length = "t5", max_len
             g = t5_graph(enc, model, length)
         else:
             raise InputError(f"text encoder class {cls_name} is not supported for --prompt export")

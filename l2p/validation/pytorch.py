@@ -60,7 +60,7 @@ def _graph_checks(sampler: Sampler, src: Path, adapter: Any, prec: Precision) ->
             e = rel_error(sampler.engine("head").run(hfeed)["sample"], ref["sample"])
             out.append(Check(f"head(residual)[seed {seed}]", "rel", e, rtol * 10, e <= rtol * 10))
     index = read_json(src / "model_index.json") if (src / "model_index.json").is_file() else {}
-    for enc in ("text_encoder", "text_encoder_2"):
+    for enc in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         if not bundle.has(enc):
             continue
         model = _load(index[enc][1], src / enc, torch.float32)
@@ -68,10 +68,10 @@ def _graph_checks(sampler: Sampler, src: Path, adapter: Any, prec: Precision) ->
         length = int(spec.inputs[0].shape[1])
         ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, length)).astype(np.int64)
         got = sampler.engine(enc).run({"input_ids": ids})
-        with torch.no_grad():
-            r = model(torch.from_numpy(ids), output_hidden_states=False)
-        e = rel_error(got["last_hidden_state"], r[0].numpy())
-        out.append(Check(enc, "rel", e, 1e-5, e <= 1e-5))
+        ref = _encoder_outputs(model, ids)
+        for name in spec.output_names:
+            e = rel_error(got[name], ref[name])
+            out.append(Check(enc if name == "last_hidden_state" else f"{enc}.{name}", "rel", e, 1e-5, e <= 1e-5))
         out.append(_tokenizer_check(sampler, src, index, enc, length))
     if bundle.has("vae_decoder"):
         vae = _load(index["vae"][1], src / "vae", torch.float32)
@@ -87,13 +87,26 @@ def _graph_checks(sampler: Sampler, src: Path, adapter: Any, prec: Precision) ->
     return out
 
 
+def _encoder_outputs(model: torch.nn.Module, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """A text encoder's outputs by the names of the exported graphs' outputs (:mod:`l2p.export.encoders`):
+    CLIPTextModel's last hidden state and pooler output, CLIPTextModelWithProjection's penultimate
+    hidden state and projection (what StableDiffusion3Pipeline takes), T5's last hidden state."""
+    with torch.no_grad():
+        r = model(torch.from_numpy(ids), output_hidden_states=True)
+    out = {"last_hidden_state": r.last_hidden_state, "penultimate_hidden_state": r.hidden_states[-2]}
+    for name in ("pooler_output", "text_embeds"):
+        if getattr(r, name, None) is not None:
+            out[name] = getattr(r, name)
+    return {k: v.float().numpy() for k, v in out.items()}
+
+
 def _tokenizer_check(sampler: Sampler, src: Path, index: dict[str, Any], enc: str, length: int) -> Check:
     """Token ids from the bundle's tokenizer.json vs. the transformers tokenizer of the pipeline."""
     from transformers import AutoTokenizer
 
     from ..sampling.text import load_tokenizers
 
-    tok_dir = "tokenizer" if enc == "text_encoder" else "tokenizer_2"
+    tok_dir = enc.replace("text_encoder", "tokenizer")  # text_encoder_2 -> tokenizer_2
     ref_tok = AutoTokenizer.from_pretrained(str(src / tok_dir))
     ours = load_tokenizers(sampler.bundle.root, {enc: sampler.bundle.manifest["tokenizers"][enc]})[enc]
     prompts = ["a red circle at the top left", "A photo of a cat, 4k", "x"]

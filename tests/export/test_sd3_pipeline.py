@@ -1,0 +1,102 @@
+"""An SD3 pipeline folder (three text encoders, VAE) exports: its text-encoder graphs give what
+``StableDiffusion3Pipeline.encode_prompt`` computes, and its VAE decoder what the pipeline decodes.
+
+The folder has the tiny-sd3 layout (``tools/train_tiny_sd3.py``) with untrained weights.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from l2p.bundle import open_bundle  # noqa: E402
+from l2p.engine.registry import open_engine  # noqa: E402
+from l2p.export.exporter import export_bundle  # noqa: E402
+from l2p.sampling.text import load_tokenizers  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CAPTIONS = ["a red circle at the top left", "a blue square at the center", ""]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    sys.path.insert(0, str(REPO / "tools"))
+    import tiny_vae as tv
+    import train_tiny_sd3 as ts
+
+    cfg = ts.Config(num_layers=1, num_attention_heads=2)
+    vae = tv.build_vae(cfg)
+    vae.register_to_config(scaling_factor=1.7, shift_factor=0.2)  # as the trainer sets them from latent statistics
+    return diffusers.StableDiffusion3Pipeline(transformer=ts.build_transformer(cfg), vae=vae, **ts.text_parts(cfg))
+
+
+@pytest.fixture(scope="module")
+def src(pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sd3_pipe") / "model"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(pipe, src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sd3_bundle") / "bundle"
+    export_bundle(str(src), out, image_size=(64, 64), max_sequence_length=pipe.tokenizer_3.model_max_length,
+                  log=lambda s: None)
+    return out
+
+
+def run(bundle: Path, name: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    b = open_bundle(bundle)
+    return open_engine("onnxruntime", b.onnx_path(name), b.spec(name), name=name).run(feed)
+
+
+def test_text_encoder_graphs_give_the_pipeline_prompt_embeddings(pipe, bundle: Path) -> None:
+    manifest = open_bundle(bundle).manifest
+    assert manifest["family"] == "sd3"
+    assert {"text_encoder", "text_encoder_2", "text_encoder_3", "vae_decoder", "transformer"} <= set(manifest["graphs"])
+    toks = load_tokenizers(bundle, manifest["tokenizers"])
+    outs = {enc: run(bundle, enc, {"input_ids": toks[enc](CAPTIONS)})
+            for enc in ("text_encoder", "text_encoder_2", "text_encoder_3")}
+    # StableDiffusion3Pipeline.encode_prompt, assembled from the graphs' outputs
+    clip = np.concatenate([outs["text_encoder"]["penultimate_hidden_state"],
+                           outs["text_encoder_2"]["penultimate_hidden_state"]], axis=-1)  # (B, Lc, 2 Dc)
+    t5 = outs["text_encoder_3"]["last_hidden_state"]  # (B, Lt, D)
+    clip = np.pad(clip, ((0, 0), (0, 0), (0, t5.shape[-1] - clip.shape[-1])))  # (B, Lc, D)
+    embeds = np.concatenate([clip, t5], axis=1)  # (B, Lc + Lt, D)
+    pooled = np.concatenate([outs["text_encoder"]["text_embeds"], outs["text_encoder_2"]["text_embeds"]], axis=-1)
+    with torch.no_grad():
+        ref, _, ref_pooled, _ = pipe.encode_prompt(prompt=CAPTIONS, prompt_2=None, prompt_3=None,
+                                                   device=torch.device("cpu"), do_classifier_free_guidance=False,
+                                                   max_sequence_length=pipe.tokenizer_3.model_max_length)
+    np.testing.assert_allclose(embeds, ref.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pooled, ref_pooled.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_vae_decoder_graph_decodes_as_the_pipeline(pipe, bundle: Path) -> None:
+    latent = np.random.default_rng(0).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    image = run(bundle, "vae_decoder", {"latent": latent})["image"]
+    vae = pipe.vae
+    with torch.no_grad():  # StableDiffusion3Pipeline: latents / scaling_factor + shift_factor, then decode
+        z = torch.from_numpy(latent) / vae.config.scaling_factor + vae.config.shift_factor
+        ref = vae.decode(z, return_dict=False)[0].numpy()
+    np.testing.assert_allclose(image, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_validate_checks_every_encoder_output(bundle: Path, src: Path) -> None:
+    """``l2p validate`` on the SD3 pipeline bundle: each graph output of the three text encoders, the
+    tokenizer ids and the VAE decoder against the PyTorch models of the folder."""
+    from l2p.validation.pytorch import validate
+
+    report = validate(str(bundle), str(src), steps=2)
+    names = {c["name"] for c in report["checks"]}
+    assert {"text_encoder.penultimate_hidden_state", "text_encoder.text_embeds",
+            "text_encoder_2.penultimate_hidden_state", "text_encoder_2.text_embeds", "text_encoder_3",
+            "tokenizer ids", "tokenizer_2 ids", "tokenizer_3 ids", "vae_decoder"} <= names, names
+    assert report["ok"], report["checks"]
