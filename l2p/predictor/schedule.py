@@ -86,13 +86,20 @@ def parse_schedule(text: str, num_steps: int, full_steps: int | None = None, wha
         InputError: for text that is not comma-separated integers, and as :func:`validate_schedule`
             with ``ordered=True`` (and the count checked against ``full_steps`` when given).
     """
-    parts = [p.strip() for p in str(text).split(",")]
+    return validate_schedule(split_steps(text, what), num_steps, f"{what} {text}", full_steps, ordered=True)
+
+
+def split_steps(text: str, what: str = "--schedule") -> tuple[int, ...]:
+    """``"0,1,2,4"`` -> ``(0, 1, 2, 4)`` as typed (no range or order checks; see :func:`parse_schedule`).
+
+    Raises:
+        InputError: for text that is not comma-separated integers.
+    """
     try:
-        steps = [int(p) for p in parts]
+        return tuple(int(p.strip()) for p in str(text).split(","))
     except ValueError:
         raise InputError(f"{what} {text!r}: give the computed steps as comma-separated integers in increasing "
                          "order, starting at 0, e.g. 0,1,2,4,11,18") from None
-    return validate_schedule(steps, num_steps, f"{what} {text}", full_steps, ordered=True)
 
 
 def format_schedule(schedule: Iterable[int]) -> str:
