@@ -11,7 +11,8 @@ compute; higher is better):
    (:func:`~l2p.predictor.schedule.taylorseer_cache_schedule`, e.g. ``0,1,2,4,11,...,46`` at 10/50).
    The even interval schedule of the presets is always among them.
 2. **Refinement** (:func:`refine_schedule`): from the best, move one computed step (never step 0)
-   by ±1, ±2 or ±3 while that improves the score, within a bounded number of evaluations.
+   by up to ±3, one step at a time while that improves the score, within a bounded number of
+   evaluations.
 
 Torch-free.
 """
@@ -33,7 +34,6 @@ WARMUPS = (1, 2, 3, 4)
 #: spacings of the computed steps after the warm-up: (name, kind, power-law exponent)
 SPACINGS = (("index", "power", 1.0), ("sigma", "sigma", 1.0), ("power 1.4", "power", 1.4),
             ("power 0.75", "power", 0.75))
-MOVES = (1, -1, 2, -2, 3, -3)
 
 Objective = Callable[[Schedule], float]
 
@@ -103,25 +103,25 @@ def candidate_schedules(num_steps: int, full_steps: int, levels: np.ndarray | No
     return out
 
 
-def neighbours(schedule: Schedule, num_steps: int, moves: Sequence[int] = MOVES) -> list[Schedule]:
-    """Every schedule with one computed step (not step 0) moved by one of ``moves``, staying
-    distinct, increasing and inside ``[1, N-1]``; in order: step by step, moves as listed."""
-    out = []
-    for j in range(1, len(schedule)):
-        lo = schedule[j - 1]
-        hi = schedule[j + 1] if j + 1 < len(schedule) else num_steps
-        for d in moves:
-            s = schedule[j] + d
-            if lo < s < hi:
-                out.append((*schedule[:j], s, *schedule[j + 1:]))
-    return out
+def moved(schedule: Schedule, j: int, shift: int, num_steps: int) -> Schedule | None:
+    """``schedule`` with its ``j``-th computed step (``j >= 1``: never step 0) moved by ``shift``;
+    ``None`` if that step would reach a neighbour or leave ``[1, N-1]``."""
+    lo = schedule[j - 1]
+    hi = schedule[j + 1] if j + 1 < len(schedule) else num_steps
+    s = schedule[j] + shift
+    return (*schedule[:j], s, *schedule[j + 1:]) if lo < s < hi else None
 
 
 def refine_schedule(start: Schedule, start_score: float, objective: Objective, num_steps: int,
-                    max_evals: int, tried: dict[Schedule, float] | None = None,
-                    moves: Sequence[int] = MOVES, min_gain: float = 1e-3,
+                    max_evals: int, tried: dict[Schedule, float] | None = None, max_shift: int = 3,
+                    min_gain: float = 1e-3,
                     on_eval: Callable[[], None] = lambda: None) -> tuple[Schedule, float, list[dict[str, Any]]]:
-    """First-improvement local search: move one computed step by ``moves`` while the score improves.
+    """Local search: move one computed step at a time while the score improves.
+
+    The computed steps after step 0 are visited in turn, round robin. At each, the step moves one
+    later while that improves the score, up to ``max_shift`` steps; if its first move did not
+    improve, one earlier likewise. The search stops after a full round without improvement or
+    after ``max_evals`` new evaluations.
 
     Args:
         start, start_score: where to begin and its score.
@@ -132,29 +132,36 @@ def refine_schedule(start: Schedule, start_score: float, objective: Objective, n
         on_eval: called after each new evaluation (progress).
 
     Returns:
-        the best schedule, its score (never below ``start_score``) and one record per move taken.
+        the best schedule, its score (never below ``start_score``; it rises with every move
+        taken) and one record per move taken.
     """
     tried = {} if tried is None else tried
     tried.setdefault(start, start_score)
     best, best_score = start, start_score
-    moves_taken: list[dict[str, Any]] = []
-    evals = 0
-    improved = True
-    while improved and evals < max_evals:
+    moves: list[dict[str, Any]] = []
+    evals, j, idle, positions = 0, 1, 0, len(start) - 1
+    while positions and idle < positions:
         improved = False
-        for cand in neighbours(best, num_steps, moves):
-            if cand not in tried:
-                if evals >= max_evals:
+        for sign in (1, -1):
+            for _ in range(max_shift):
+                cand = moved(best, j, sign, num_steps)
+                if cand is None:
                     break
-                tried[cand] = objective(cand)
-                evals += 1
-                on_eval()
-            if tried[cand] > best_score + min_gain:
-                moves_taken.append({"schedule": list(cand), "psnr_db": tried[cand], "gain_db": tried[cand] - best_score})
-                best, best_score = cand, tried[cand]
-                improved = True
+                if cand not in tried:
+                    if evals >= max_evals:
+                        return best, best_score, moves
+                    tried[cand] = objective(cand)
+                    evals += 1
+                    on_eval()
+                if tried[cand] <= best_score + min_gain:
+                    break
+                moves.append({"schedule": list(cand), "psnr_db": tried[cand], "gain_db": tried[cand] - best_score})
+                best, best_score, improved = cand, tried[cand], True
+            if improved:
                 break
-    return best, best_score, moves_taken
+        idle = 0 if improved else idle + 1
+        j = j % positions + 1
+    return best, best_score, moves
 
 
 def search_schedule(num_steps: int, full_steps: int, objective: Objective, levels: np.ndarray | None = None,
@@ -163,7 +170,8 @@ def search_schedule(num_steps: int, full_steps: int, objective: Objective, level
     """Stage 1 over :func:`candidate_schedules`, then :func:`refine_schedule` from the best.
 
     Args:
-        refine_evals: evaluation budget of the refinement; default ``3 * (M - 1)``.
+        refine_evals: evaluation budget of the refinement; default ``3 * (M - 1)`` (one round
+            costs ``2 * (M - 1)`` when nothing improves).
 
     Returns:
         the chosen schedule, its score, and a record: ``candidates`` (every family member with its

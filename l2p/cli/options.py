@@ -98,7 +98,7 @@ def add_run_options(p: argparse.ArgumentParser, sampling: bool = True, full_step
 def add_schedule_option(p: argparse.ArgumentParser, text: str) -> None:
     """``--schedule STEPS`` (comma-separated computed steps), described by ``text``."""
     p.add_argument("--schedule", metavar="STEPS", help=f"{text}; comma-separated, increasing, starting at 0, "
-                   "as many as --full-steps (which it sets), e.g. 0,1,2,4,11,18,25,32,39,46")
+                   "e.g. 0,1,2,4,11,18,25,32,39,46")
 
 
 def run_settings(a: argparse.Namespace) -> RunSettings:

@@ -19,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_conditioning_options(s, prompt_file=False)
     s.add_argument("--index", type=int, metavar="ROW", help="sample only this conditioning row (0-based)")
     add_run_options(s)
-    add_schedule_option(s, "the steps that run the transformer (a preset runs on them; --method l2p:NAME "
-                           "checks that its predictor was calibrated for them)")
+    add_schedule_option(s, "the steps that run the transformer, as many as --full-steps (which it sets): a preset "
+                           "runs on them; --method l2p:NAME checks that its predictor was calibrated for them")
     s.add_argument("--initial-latents", metavar="LATENTS.npz",
                    help="latents.npz of an earlier run: rerun from its 'initial' noise")
     add_engine_options(s)
