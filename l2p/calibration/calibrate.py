@@ -254,8 +254,8 @@ class Calibrator:
             cfg.steps, cfg.full_steps, lambda sched: self.evaluate(self.fit(fit_traj, sched, variant)[0], traj,
                                                                     score_part),
             levels=noise_levels(self.sampler, cfg.steps), progress=self.progress, log=self.log)
-        record.update({"seconds": time.perf_counter() - t0, "fit_part": asdict(fit_part),
-                       "score_part": asdict(score_part), "metric": self.metric})
+        record.update({"seconds": time.perf_counter() - t0, "fit_part": fit_part.to_json(),
+                       "score_part": score_part.to_json(), "metric": self.metric})
         self.log(f"schedule search: {list(best)} -> {score:.2f} dB ({self.metric} PSNR on "
                  f"{score_part.describe()}), {record['evaluations']} schedules in {record['seconds']:.0f} s")
         return best, record
@@ -333,15 +333,16 @@ class Calibrator:
                 table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_part), score,
                 rounds=cfg.closed_loop, log=self.log, progress=self.progress)
         if held is not None:  # runs no fit used: the honest score
-            stats["holdout"] = {"fraction": cfg.holdout, **asdict(held), "psnr_db": self.evaluate(table, traj, held),
+            stats["holdout"] = {"fraction": cfg.holdout, **held.to_json(), "psnr_db": self.evaluate(table, traj, held),
                                 "metric": self.metric}
             self.log(f"held-out score: {stats['holdout']['psnr_db']:.2f} dB ({self.metric} PSNR on "
                      f"{held.describe()}, kept out of every fit; the schedule search scored on them)")
         stats.update({"calibration_psnr_db": score, "calibration_metric": self.metric,
                       "schedule_search": search.get("candidates", [])[:10],
                       "schedule_refinement": search.get("refinement", []),
-                      "schedule_search_cost": {k: search[k] for k in ("evaluations", "seconds") if k in search},
-                      "calibration_part": asdict(eval_part), "refits": refits, "closed_loop": closed,
+                      "schedule_search_result": {k: search[k] for k in ("evaluations", "seconds", "psnr_db", "interval",
+                                                                        "fit_part", "score_part") if k in search},
+                      "calibration_part": eval_part.to_json(), "refits": refits, "closed_loop": closed,
                       "fit_variants": variants,
                       "chosen": {"K": f.K, "exact": f.exact, "latents": f.uses_latents, "prior": f.prior,
                                  "ridge": f.ridge}})

@@ -175,7 +175,8 @@ def search_schedule(num_steps: int, full_steps: int, objective: Objective, level
 
     Returns:
         the chosen schedule, its score, and a record: ``candidates`` (every family member with its
-        description and score, best first), ``refinement`` (the moves taken), ``evaluations``.
+        description and score, best first), ``refinement`` (the moves taken), ``evaluations``,
+        ``psnr_db`` (the chosen one's score) and ``interval`` (the even interval schedule's).
     """
     family = candidate_schedules(num_steps, full_steps, levels)
     tried: dict[Schedule, float] = {}
@@ -193,8 +194,10 @@ def search_schedule(num_steps: int, full_steps: int, objective: Objective, level
                                              on_eval=bar.update)
     log(f"schedule refinement: {len(moves)} move(s) -> {list(best)} {score:.2f} dB "
         f"({len(tried)} schedules evaluated in all)")
+    interval = next(iter(family))
     record = {"candidates": [{"schedule": list(s), "family": family[s], "psnr_db": tried[s]} for s in ranked],
-              "refinement": moves, "evaluations": len(tried)}
+              "refinement": moves, "evaluations": len(tried), "psnr_db": score,
+              "interval": {"schedule": list(interval), "psnr_db": tried[interval]}}
     return best, score, record
 
 

@@ -37,6 +37,9 @@ class Part:
     def size(self) -> int:
         return len(self.rows) * len(self.seeds)
 
+    def to_json(self) -> dict[str, list[int]]:
+        return {"rows": list(self.rows), "seeds": list(self.seeds)}
+
     def describe(self) -> str:
         return f"rows {list(self.rows)} x seeds {list(self.seeds)}"
 
