@@ -205,10 +205,11 @@ def borrowed(owner: str) -> str:
     return f"of l2p:{owner}"
 
 
-def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets: Sequence[int]) -> None:
+def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets: Sequence[int],
+                  schedule: tuple[int, ...] | None = None) -> None:
     """Refuse, before any compute, a method name bench does not know or an ``l2p:NAME``
-    predictor (``{M}`` = each budget) that is missing or made for another bundle, step count or
-    budget; the message says how to make a matching one."""
+    predictor (``{M}`` = each budget) that is missing or made for another bundle, step count,
+    budget or (given a ``schedule``) other computed steps; the message says how to make a matching one."""
     from .predictor.artifact import load_predictor
     from .sampling.methods import expectation
 
@@ -222,17 +223,22 @@ def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets:
                 raise InputError(f"--methods {meth}: bundle {sampler.bundle.root} has no predictor '{parsed.name}' "
                                  f"for budget {m_budget}; make it with: l2p calibrate {sampler.bundle.root} --steps "
                                  f"{steps} --full-steps {m_budget} --name {parsed.name} (or bench --calibrate)")
-            load_predictor(folder, expect=expectation(sampler.bundle, steps, m_budget))
+            load_predictor(folder, expect=expectation(sampler.bundle, steps, m_budget, schedule))
 
 
 def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets: Sequence[int],
               methods: Sequence[str], seeds: Sequence[int], log: Callable[[str], None] = print,
-              repeats: int = 3) -> dict[str, Any]:
+              repeats: int = 3, schedule: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Bench ``methods`` at each budget. ``l2p:NAME`` may contain ``{M}`` (the budget); a method
     named twice is benched once. Every method is checked (:func:`check_methods`) before the
-    full-compute reference runs; all methods of all budgets are timed together, interleaved."""
+    full-compute reference runs; all methods of all budgets are timed together, interleaved.
+    With a ``schedule`` (its count the one budget) presets run on it (schedule ``given``) instead
+    of the even interval, and every predictor must have been calibrated for it."""
     methods = list(dict.fromkeys(methods))
-    check_methods(sampler, methods, steps, budgets)
+    if schedule is not None and list(budgets) != [len(schedule)]:
+        raise InputError(f"bench: schedule {list(schedule)} has {len(schedule)} computed steps, but the budgets "
+                         f"are {list(budgets)}")
+    check_methods(sampler, methods, steps, budgets, schedule)
     bench = Bench(sampler, cond, steps, seeds, log, repeats)
     entries = [Entry("full", None, "all")]
     for m_budget in budgets:
@@ -242,14 +248,15 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
                 continue
             parsed = Method.parse(meth.replace("{M}", str(m_budget)))
             if parsed.kind == "l2p":
-                fc = l2p_forecaster(sampler.bundle, parsed.name, steps, m_budget)
+                fc = l2p_forecaster(sampler.bundle, parsed.name, steps, m_budget, schedule=schedule)
                 l2p_scheds.setdefault(fc.table.computed, parsed.name)
                 entries.append(Entry(str(parsed), fc, "own"))
         for meth in methods:
             if meth in PRESETS:
-                entries.append(Entry(meth, preset_forecaster(sampler.bundle, meth, steps, m_budget), "interval"))
+                entries.append(Entry(meth, preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=schedule),
+                                     "interval" if schedule is None else "given"))
                 for sched, owner in l2p_scheds.items():
-                    if sched != interval_schedule(steps, m_budget):
+                    if sched != (schedule or interval_schedule(steps, m_budget)):
                         fc = preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=sched)
                         entries.append(Entry(meth, fc, borrowed(owner)))
     log(f"{len(entries)} runs: full compute and {len(entries) - 1} cached at budgets {list(budgets)}/{steps}")

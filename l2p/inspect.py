@@ -114,7 +114,8 @@ def predictor_info(bundle: Bundle) -> list[dict[str, Any]]:
             "full_steps": len(pred.schedule), "schedule": list(pred.schedule), "K": pred.K,
             "uses_latents": pred.table.uses_latents, "chosen": st.get("chosen"),
             "calibration_psnr_db": st.get("calibration_psnr_db"), "calibration_metric": st.get("calibration_metric"),
-            "calibration_seeds": pred.created_by.get("seeds"), **fingerprint(folder),
+            "calibration_seeds": pred.created_by.get("seeds"),
+            "holdout_psnr_db": (st.get("holdout") or {}).get("psnr_db"), **fingerprint(folder),
         })
     return out
 
@@ -175,6 +176,8 @@ def _section(title: str, items: list[dict[str, Any]], describe: Any, empty: str)
 def _predictor_lines(p: dict[str, Any]) -> list[str]:
     score = p["calibration_psnr_db"]
     scored = f", calibration {score:.2f} dB ({p['calibration_metric']} PSNR)" if score is not None else ""
+    held = p.get("holdout_psnr_db")
+    scored += f", held-out {held:.2f} dB" if held is not None else ""
     return [f"  {p['name']}: {p['method']}, tap {p['tap']}, {p['full_steps']}/{p['steps']} full steps, "
             f"K={p['K']}{_fit_words(p['chosen'])}{scored}, sha256 {p['sha256'][:12]}",
             f"    schedule {p['schedule']}"]

@@ -34,7 +34,8 @@ def bundle(flux_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, bundle_hash in (("good", b.hash), ("foreign", "f" * 64)):
         save_predictor(root / "predictors" / name, table=table, feature_spec=feature, name=name, method="taylorseer2",
                        tap="output", bundle_hash=bundle_hash, scheduler_hash=b.scheduler_hash,
-                       fit_stats={"calibration_psnr_db": 41.5, "calibration_metric": "latent"})
+                       fit_stats={"calibration_psnr_db": 41.5, "calibration_metric": "latent",
+                                  "holdout": {"psnr_db": 39.25, "rows": [1], "seeds": [0, 1]}})
     (root / "predictors" / "broken").mkdir()
     (root / "predictors" / "broken" / "predictor.json").write_text("{not json")
     profiles = (ProfileShape("hidden_states", (1, 16, 64), (1, 16, 64), (1, 16, 64)),)
@@ -79,6 +80,7 @@ def test_json_lists_predictors_and_plans(bundle: Path, capsys: pytest.CaptureFix
     good = preds["good"]
     assert (good["steps"], good["full_steps"], good["K"], good["tap"]) == (10, 4, 3, "output")
     assert good["schedule"] == list(interval_schedule(10, 4)) and good["calibration_psnr_db"] == 41.5
+    assert good["holdout_psnr_db"] == 39.25
     raw = (bundle / "predictors" / "good" / "predictor.json").read_bytes()
     assert good["sha256"] == hashlib.sha256(raw).hexdigest()
     coeffs = (bundle / "predictors" / "good" / "coefficients.npz").read_bytes()
@@ -94,7 +96,7 @@ def test_text_report(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = _inspect(capsys, str(bundle), "--verify")
     for part in ("graphs", "transformer: transformer/model.onnx", "in   hidden_states", "out  residual",
                  "text encoders", "scheduler", "FlowMatchEulerDiscreteScheduler", "files checked: sha256",
-                 "good: taylorseer2, tap output, 4/10 full steps, K=3", "calibration 41.50 dB (latent PSNR)",
+                 "good: taylorseer2, tap output, 4/10 full steps, K=3", "calibration 41.50 dB (latent PSNR), held-out 39.25 dB",
                  "foreign: cannot be used", "broken: cannot be used", "TensorRT 10.13.0", "STALE"):
         assert part in text, part
 

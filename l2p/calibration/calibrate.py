@@ -1,7 +1,8 @@
 """``l2p calibrate``: capture -> (search a schedule) -> fit -> (refit on own trajectories) -> save.
 
 Torch-free. Trajectories are cached (atomically) under ``BUNDLE/predictors/.cache`` so that an
-interrupted calibration resumes without recomputing them.
+interrupted calibration resumes without recomputing them. Which runs fit and which score:
+:mod:`.split`; the schedule search: :mod:`.search`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,7 +25,7 @@ from ..bundle import bundle_hash, read_manifest
 from ..errors import ArtifactError, BusyError, InputError
 from ..locking import folder_lock_path, hold_lock
 from ..predictor.artifact import Predictor, check_name, load_predictor, save_predictor
-from ..predictor.schedule import interval_schedule, power_schedule
+from ..predictor.schedule import Schedule, format_schedule, interval_schedule, parse_schedule
 from ..predictor.table import CoefficientTable
 from ..progress import BarFactory, bar_of, no_bar
 from ..safe_io import load_npz, make_dirs
@@ -35,9 +37,8 @@ from .capture import Trajectories, capture
 from .closed_loop import null_directions, refine
 from .fidelity import fidelity_table, plot_fidelity, projection_fidelity
 from .fit import FitConfig, fit_table
-
-WARMUPS = (1, 2, 3, 4)
-EXPONENTS = (0.5, 0.6, 0.7, 0.85, 1.0, 1.3, 1.6, 2.0)
+from .search import noise_levels, search_schedule
+from .split import Part, check_holdout, holdout_split, search_split, select_rows
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class CalibrationConfig:
     tap: str = "output"
     latents: bool = True  # also try fits with the latent terms (chosen only if they score better)
     solver: str = "lstsq"
-    schedule: str = "search"  # "search" or "interval"
+    #: "search", "interval" or the computed steps themselves ("0,1,2,4,11,..."; see :attr:`fixed_schedule`)
+    schedule: str = "search"
     warmup: int = 1  # for "interval"
     refit: int = 1  # rounds of refitting on the cached sampler's own trajectories
     # fit variants tried on the calibration set (the best score wins): each history length K,
@@ -64,6 +66,10 @@ class CalibrationConfig:
     refit_target: str = "full"  # "full": the full-compute run's feature; "true": F(own latent)
     #: Gauss-Newton rounds on the cached sampler's final images (see closed_loop.py); 0 = off
     closed_loop: int = 1
+    #: the conditioning rows used (``--rows``; ``None``: all), in this order
+    rows: tuple[int, ...] | None = None
+    #: fraction of the rows (of the seeds with one row) kept out of every fit and only scored (``--holdout``)
+    holdout: float = 0.0
 
     def __post_init__(self) -> None:
         RunSettings(steps=self.steps, full_steps=self.full_steps)  # the one check of the step counts
@@ -74,8 +80,13 @@ class CalibrationConfig:
                 f"there is nothing to forecast and no predictor to calibrate; sample with --method full, or give "
                 f"--full-steps below {self.steps}"
             )
-        if self.schedule not in ("search", "interval"):
-            raise InputError(f"--schedule {self.schedule}: choose search or interval")
+        if self.schedule not in ("search", "interval"):  # the computed steps, as --schedule gives them
+            sched = parse_schedule(self.schedule, self.steps, self.full_steps, "--schedule (choose search, "
+                                   "interval or the computed steps)")
+            object.__setattr__(self, "schedule", format_schedule(sched))
+        object.__setattr__(self, "holdout", check_holdout(self.holdout))
+        if self.rows is not None:
+            object.__setattr__(self, "rows", tuple(self.rows))
         if not 1 <= self.seeds <= 256:
             raise InputError(f"--seeds {self.seeds} is out of range; use 1..256")
         if self.refit_target not in ("full", "true"):
@@ -102,6 +113,11 @@ class CalibrationConfig:
                             out.append(FitConfig(K, lat, ridge, self.solver, exact=min(exact, K - 1), prior=prior))
         return list(dict.fromkeys(out))
 
+    @property
+    def fixed_schedule(self) -> Schedule | None:
+        """The computed steps given as ``schedule`` (``None`` for "search" and "interval")."""
+        return None if self.schedule in ("search", "interval") else tuple(int(x) for x in self.schedule.split(","))
+
     def search_variants(self) -> list[FitConfig]:
         """The few variants each candidate schedule is scored with (no latents, K = 4 or the nearest)."""
         K = min(self.Ks, key=lambda k: abs(k - 4))
@@ -119,7 +135,8 @@ class Calibrator:
     ``sampler`` is used as it is (its engines, threads and guidance): the bundle is opened and
     verified once, by whoever made the sampler, however many calibrations run on it.
     ``progress`` makes the bars of the long parts (capture, schedule search, fit variants,
-    refit capture, closed-loop rounds); the default shows none.
+    refit capture, closed-loop rounds); the default shows none. ``cfg.rows`` selects the
+    conditioning rows; ``cfg.holdout`` keeps a part of them out of every fit (:mod:`.split`).
     """
 
     def __init__(self, sampler: Sampler, cond: dict[str, np.ndarray], cfg: CalibrationConfig,
@@ -127,11 +144,13 @@ class Calibrator:
         self.sampler = sampler
         self.progress = progress
         self.bundle = sampler.bundle
-        self.cond = self.sampler.check_conditioning(cond, "calibration conditioning")
+        self.cond = select_rows(self.sampler.check_conditioning(cond, "calibration conditioning"), cfg.rows)
         self.cfg = cfg
         self.log = log
         self.fit_cfg = cfg.search_variants()[0]
-        self._ref_images: np.ndarray | None = None
+        self.num_rows = len(next(iter(self.cond.values())))
+        self.fit_part, self.held_part = holdout_split(self.num_rows, cfg.seeds, cfg.holdout)
+        self._ref_images: dict[int, np.ndarray] = {}  # trajectory number -> decoded full-compute image
         h = hashlib.sha256(self.bundle.hash.encode())
         for k in sorted(self.cond):
             h.update(k.encode() + self.cond[k].tobytes())
@@ -142,7 +161,7 @@ class Calibrator:
         key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}".encode()).hexdigest()[:24]
         rel = f"predictors/.cache/traj-{key}.npz"
         path = self.bundle.path(rel, "trajectory cache")  # refuses links on the way
-        rows = len(self.cond["pooled_projections"]) if "pooled_projections" in self.cond else len(next(iter(self.cond.values())))
+        rows = self.num_rows
         if path.is_file():
             try:
                 traj = Trajectories.from_arrays(load_npz(path, nofollow=True))
@@ -172,63 +191,74 @@ class Calibrator:
         """What candidates are scored by: decoded-image PSNR where the bundle has a VAE decoder, else latent PSNR."""
         return "image" if self.bundle.has("vae_decoder") else "latent"
 
-    def _outputs(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> tuple[np.ndarray, np.ndarray]:
-        """The cached sampler's outputs on ``seeds`` of the calibration set and full compute's:
-        decoded float images ``(n, H, W, 3)`` in [0, 1] where the bundle has an image decoder,
-        else final latents."""
+    def _outputs(self, table: CoefficientTable, ref: Trajectories, part: Part) -> tuple[np.ndarray, np.ndarray]:
+        """The cached sampler's outputs on ``part`` of the calibration set (each run from the noise its
+        full-compute run started from) and full compute's: decoded float images ``(n, H, W, 3)`` in
+        [0, 1] where the bundle has an image decoder, else final latents."""
         fc = forecaster_from_table(self.bundle, table, self.cfg.tap, "candidate predictor")
-        rows = ref.count // self.cfg.seeds
-        finals = np.concatenate([self.sampler.sample(self.cond, s, self.cfg.steps, forecaster=fc,
-                                                     decode=False).final for s in seeds])
-        n = rows * len(seeds)
+        rows = np.asarray(part.rows, dtype=np.int64)
+        cond = {k: v[rows] for k, v in self.cond.items()}
+        finals = np.concatenate([
+            self.sampler.sample(cond, k, self.cfg.steps, forecaster=fc, decode=False,
+                                initial=ref.latents[Part(part.rows, (k,)).index(self.num_rows), 0]).final
+            for k in part.seeds])
+        idx = part.index(self.num_rows)
         if self.metric == "latent":
-            return finals, ref.finals[:n]
-        if self._ref_images is None or len(self._ref_images) < n:
-            self._ref_images = self.sampler.decode_float(ref.finals[:n])
+            return finals, ref.finals[idx]
+        missing = [int(t) for t in idx if int(t) not in self._ref_images]
+        if missing:
+            decoded = self.sampler.decode_float(ref.finals[missing])
+            assert decoded is not None
+            self._ref_images.update(zip(missing, decoded))
         got = self.sampler.decode_float(finals)
-        assert got is not None and self._ref_images is not None
-        return got, self._ref_images[:n]
+        assert got is not None
+        return got, np.stack([self._ref_images[int(t)] for t in idx])
 
-    def evaluate(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> float:
-        """Mean PSNR (dB) of the cached sampler vs. full compute on ``seeds`` of the calibration set.
+    def evaluate(self, table: CoefficientTable, ref: Trajectories, part: Part) -> float:
+        """Mean PSNR (dB) of the cached sampler vs. full compute on ``part`` of the calibration set.
 
         On the decoded images (float, before 8-bit rounding) where the bundle has an image decoder:
         what users look at, and a linear fit that is best on the latents is not always best on
         the image. Otherwise on the final latents.
         """
-        return self.measure(table, ref, seeds)[1]
+        return self.measure(table, ref, part)[1]
 
-    def measure(self, table: CoefficientTable, ref: Trajectories, seeds: range) -> tuple[np.ndarray, float]:
+    def measure(self, table: CoefficientTable, ref: Trajectories, part: Part) -> tuple[np.ndarray, float]:
         """One cached run: what :meth:`evaluate` scores as a flat float64 residual (cached minus
         full compute), and the score."""
-        got, want = self._outputs(table, ref, seeds)
+        got, want = self._outputs(table, ref, part)
         score = psnr_db(got, want, peak=1.0) if self.metric == "image" else psnr_db(got, want)
         return (got.astype(np.float64) - want).reshape(-1), score
 
-    def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+    def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], dict[str, Any]]:
+        """The computed steps: given (``--schedule 0,1,...``), the interval schedule, or searched
+        (:func:`~.search.search_schedule`: for each candidate, fit the weights on the search's fit
+        part and score the cached sampler on its score part, :func:`~.split.search_split`)."""
         cfg = self.cfg
+        if cfg.fixed_schedule is not None:
+            self.log(f"schedule: given, {list(cfg.fixed_schedule)}")
+            return cfg.fixed_schedule, {}
         if cfg.schedule == "interval":
-            return interval_schedule(cfg.steps, cfg.full_steps, cfg.warmup), []
-        eval_seeds = range(min(cfg.seeds, 2))
-        if cfg.full_steps <= min(WARMUPS):  # one computed step: step 0, and nothing to search
+            return interval_schedule(cfg.steps, cfg.full_steps, cfg.warmup), {}
+        if cfg.full_steps == 1:  # one computed step: step 0, and nothing to search
             self.log(f"schedule: with --full-steps {cfg.full_steps} only step 0 runs the transformer")
-            return interval_schedule(cfg.steps, cfg.full_steps, 1), []
-        candidates: dict[tuple[int, ...], tuple[int, float]] = {}  # schedule -> its first (warm-up, exponent)
-        for w in WARMUPS:
-            for p in EXPONENTS:
-                if w < cfg.full_steps:
-                    candidates.setdefault(power_schedule(cfg.steps, cfg.full_steps, w, p), (w, p))
-        tried: dict[tuple[int, ...], dict[str, Any]] = {}
-        with bar_of(self.progress, len(candidates), "schedule search", "schedule") as bar:
-            for sched, (w, p) in candidates.items():
-                score = max(self.evaluate(self.fit(traj, sched, v)[0], traj, eval_seeds)
-                            for v in cfg.search_variants())
-                tried[sched] = {"warmup": w, "exponent": p, "psnr_db": score, "schedule": list(sched)}
-                bar.update()
-        best = max(tried.values(), key=lambda r: r["psnr_db"])
-        self.log(f"schedule search: {len(tried)} candidates, best warm-up {best['warmup']}, exponent "
-                 f"{best['exponent']} -> {best['psnr_db']:.2f} dB ({self.metric} PSNR) on the calibration set")
-        return tuple(best["schedule"]), sorted(tried.values(), key=lambda r: -r["psnr_db"])
+            return interval_schedule(cfg.steps, cfg.full_steps, 1), {}
+        fit_part, score_part = search_split(self.fit_part, self.held_part)
+        fit_traj = traj.take(fit_part.index(self.num_rows))
+        variant = cfg.search_variants()[0]
+        self.log(f"schedule search: weights fitted on {fit_part.describe()}, scored closed loop on "
+                 f"{score_part.describe()}" + (" (the same runs: one seed, no --holdout)" if fit_part == score_part
+                                               else ""))
+        t0 = time.perf_counter()
+        best, score, record = search_schedule(
+            cfg.steps, cfg.full_steps, lambda sched: self.evaluate(self.fit(fit_traj, sched, variant)[0], traj,
+                                                                    score_part),
+            levels=noise_levels(self.sampler, cfg.steps), progress=self.progress, log=self.log)
+        record.update({"seconds": time.perf_counter() - t0, "fit_part": fit_part.to_json(),
+                       "score_part": score_part.to_json(), "metric": self.metric})
+        self.log(f"schedule search: {list(best)} -> {score:.2f} dB ({self.metric} PSNR on "
+                 f"{score_part.describe()}), {record['evaluations']} schedules in {record['seconds']:.0f} s")
+        return best, record
 
     def run(self) -> Predictor:
         """Calibrate and save ``BUNDLE/predictors/NAME``, holding the bundle (shared: no export may
@@ -257,13 +287,15 @@ class Calibrator:
         if cfg.tap not in traj.features:
             raise InputError(f"the transformer graph has no '{cfg.tap}' output; re-export the bundle")
         schedule, search = self.choose_schedule(traj)
-        eval_seeds = range(min(cfg.seeds, 2))
+        fit_part, held = self.fit_part, self.held_part
+        fit_traj = traj.take(fit_part.index(self.num_rows))  # every fit below uses these runs only
+        eval_part = Part(fit_part.rows, fit_part.seeds[:2])  # the calibration score: on (some of) them
         best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
         variants = []
         with bar_of(self.progress, len(cfg.variants()), "fit variants", "fit") as bar:
             for fit_cfg in cfg.variants():  # fit variants chosen on the calibration set
-                table, stats = self.fit(traj, schedule, fit_cfg)
-                score = self.evaluate(table, traj, eval_seeds)
+                table, stats = self.fit(fit_traj, schedule, fit_cfg)
+                score = self.evaluate(table, traj, eval_part)
                 variants.append({"K": fit_cfg.K, "exact": fit_cfg.exact, "latents": fit_cfg.uses_latents,
                                  "prior": fit_cfg.prior, "ridge": fit_cfg.ridge, "psnr_db": score,
                                  "fit_seconds": stats["fit_seconds"]})
@@ -273,7 +305,7 @@ class Calibrator:
         assert best is not None
         score, table, stats, self.fit_cfg = best
         f = self.fit_cfg
-        self.log(f"fit: {len(variants)} variants on {traj.count} full-compute trajectories (each fit "
+        self.log(f"fit: {len(variants)} variants on {fit_traj.count} full-compute trajectories (each fit "
                  f"{max(v['fit_seconds'] for v in variants) * 1000:.0f} ms at most); best: K={f.K}, "
                  f"{_exact_words(f.exact)}, {'with' if f.uses_latents else 'no'} latent terms -> {score:.2f} dB "
                  f"({self.metric} PSNR)")
@@ -281,13 +313,15 @@ class Calibrator:
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
             to_full = cfg.refit_target == "full"
-            with bar_of(self.progress, cfg.seeds * cfg.steps, f"refit {r + 1}: own runs", "step") as bar:
-                own = capture(self.sampler, self.cond, range(cfg.seeds), cfg.steps, forecaster=fc,
-                              shadow=not to_full, on_step=lambda i: bar.update())
+            rows = np.asarray(fit_part.rows, dtype=np.int64)
+            initials = [traj.latents[Part(fit_part.rows, (k,)).index(self.num_rows), 0] for k in fit_part.seeds]
+            with bar_of(self.progress, len(fit_part.seeds) * cfg.steps, f"refit {r + 1}: own runs", "step") as bar:
+                own = capture(self.sampler, {k: v[rows] for k, v in self.cond.items()}, fit_part.seeds, cfg.steps,
+                              forecaster=fc, shadow=not to_full, on_step=lambda i: bar.update(), initials=initials)
             if to_full:
-                own = full_targets(own, traj, schedule, cfg.tap)
+                own = full_targets(own, fit_traj, schedule, cfg.tap)
             cand, cstats = self.fit(own, schedule)
-            cscore = self.evaluate(cand, traj, eval_seeds)
+            cscore = self.evaluate(cand, traj, eval_part)
             refits.append({"round": r + 1, "psnr_db": cscore, "kept": cscore > score})
             self.log(f"refit {r + 1} on own trajectories: {cscore:.2f} dB ({'kept' if cscore > score else 'dropped'})")
             if cscore <= score:
@@ -296,10 +330,19 @@ class Calibrator:
         closed: list[dict[str, Any]] = []
         if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
             table, score, closed = refine(
-                table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_seeds), score,
+                table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_part), score,
                 rounds=cfg.closed_loop, log=self.log, progress=self.progress)
+        if held is not None:  # runs no fit used: the honest score
+            stats["holdout"] = {"fraction": cfg.holdout, **held.to_json(), "psnr_db": self.evaluate(table, traj, held),
+                                "metric": self.metric}
+            self.log(f"held-out score: {stats['holdout']['psnr_db']:.2f} dB ({self.metric} PSNR on "
+                     f"{held.describe()}, kept out of every fit; the schedule search scored on them)")
         stats.update({"calibration_psnr_db": score, "calibration_metric": self.metric,
-                      "schedule_search": search[:10], "refits": refits, "closed_loop": closed,
+                      "schedule_search": search.get("candidates", [])[:10],
+                      "schedule_refinement": search.get("refinement", []),
+                      "schedule_search_result": {k: search[k] for k in ("evaluations", "seconds", "psnr_db", "interval",
+                                                                        "fit_part", "score_part") if k in search},
+                      "calibration_part": eval_part.to_json(), "refits": refits, "closed_loop": closed,
                       "fit_variants": variants,
                       "chosen": {"K": f.K, "exact": f.exact, "latents": f.uses_latents, "prior": f.prior,
                                  "ridge": f.ridge}})

@@ -53,6 +53,13 @@ class Trajectories:
         return ok and all(np.array_equal(self.latents[k * rows:(k + 1) * rows, 0], sampler.rt.noise(seed, rows))
                           for k, seed in enumerate(seeds))
 
+    def take(self, index: np.ndarray) -> Trajectories:
+        """The runs numbered ``index`` (int ``(n,)``), in that order; ``self`` when that is all of them."""
+        if np.array_equal(index, np.arange(self.count)):
+            return self
+        return Trajectories(self.latents[index], {k: v[index] for k, v in self.features.items()},
+                            self.finals[index])
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trajectories:
         feats = {k[len("feature_"):]: v for k, v in arrays.items() if k.startswith("feature_")}
@@ -61,10 +68,12 @@ class Trajectories:
 
 def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int], steps: int,
             forecaster: Forecaster | None = None, progress: Callable[[int], None] | None = None,
-            shadow: bool = True, on_step: Callable[[int], None] | None = None) -> Trajectories:
+            shadow: bool = True, on_step: Callable[[int], None] | None = None,
+            initials: Sequence[np.ndarray] | None = None) -> Trajectories:
     """Run every condition row (as one batch) for each seed and record every step.
 
     ``progress(n)`` is called after seed number ``n``, ``on_step(i)`` after every step ``i`` of every run.
+    ``initials`` (one packed float32 latent batch per seed) replaces each seed's own noise.
 
     With a ``forecaster`` the run is the cached sampler's own (forecast steps use the predictor);
     with ``shadow`` the transformer also runs on forecast steps to record the true features
@@ -82,7 +91,8 @@ def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int],
                 feat_steps.setdefault(tap, []).append(f.copy())
 
         res = sampler.sample(cond, seed, steps, forecaster=forecaster, capture=grab, decode=False,
-                             shadow=shadow and forecaster is not None, method="full", progress=on_step)
+                             shadow=shadow and forecaster is not None, method="full", progress=on_step,
+                             initial=None if initials is None else initials[n])
         lat_runs.append(np.stack(lat_steps, axis=1))  # (B, N, *shape)
         feat_runs.append({k: np.stack(v, axis=1) for k, v in feat_steps.items()})
         finals.append(res.final)

@@ -95,10 +95,20 @@ def add_run_options(p: argparse.ArgumentParser, sampling: bool = True, full_step
                        help="FLUX guidance embedding (guidance-distilled models; others ignore it)")
 
 
+def add_schedule_option(p: argparse.ArgumentParser, text: str) -> None:
+    """``--schedule STEPS`` (comma-separated computed steps), described by ``text``."""
+    p.add_argument("--schedule", metavar="STEPS", help=f"{text}; comma-separated, increasing, starting at 0, "
+                   "e.g. 0,1,2,4,11,18,25,32,39,46")
+
+
 def run_settings(a: argparse.Namespace) -> RunSettings:
     """The run settings of the parsed run options (checked here, once)."""
+    from ..predictor.schedule import split_steps
+
+    schedule = split_steps(a.schedule) if getattr(a, "schedule", None) else None
     return RunSettings(steps=a.steps, seed=getattr(a, "seed", 0), method=getattr(a, "method", "full"),
-                       full_steps=getattr(a, "full_steps", None), guidance=getattr(a, "guidance", 3.5))
+                       full_steps=getattr(a, "full_steps", None), schedule=schedule,
+                       guidance=getattr(a, "guidance", 3.5))
 
 
 # conditioning -------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..sampling.settings import METHOD_CHOICES
 from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
-                      add_run_options, check_conditioning_args, conditioning, open_sampler, run_settings)
+                      add_run_options, add_schedule_option, check_conditioning_args, conditioning, open_sampler,
+                      run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_conditioning_options(s, prompt_file=False)
     s.add_argument("--index", type=int, metavar="ROW", help="sample only this conditioning row (0-based)")
     add_run_options(s)
+    add_schedule_option(s, "the steps that run the transformer, as many as --full-steps (which it sets): a preset "
+                           "runs on them; --method l2p:NAME checks that its predictor was calibrated for them")
     s.add_argument("--initial-latents", metavar="LATENTS.npz",
                    help="latents.npz of an earlier run: rerun from its 'initial' noise")
     add_engine_options(s)

@@ -57,6 +57,7 @@ class Expect:
         scheduler_hash: sha256 of the scheduler config (:attr:`~l2p.bundle.Bundle.scheduler_hash`).
         steps: sampling steps ``N``.
         full_steps: computed steps ``M`` (the budget).
+        schedule: the computed steps themselves (``--schedule``), sorted.
         tap: the feature the caller wants forecast.
         features: the features the bundle provides, one :class:`~l2p.spec.TensorSpec` per tap,
             named by the tap (``"output"``, ``"residual"``); the predictor's tap must be one of
@@ -69,6 +70,7 @@ class Expect:
     full_steps: int | None = None
     tap: str | None = None
     features: tuple[TensorSpec, ...] | None = None
+    schedule: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -330,6 +332,11 @@ def _check_expectations(root: Path, m: dict[str, Any], expect: Expect) -> None:
         raise MismatchError(f"{made}, but {expect.steps} steps were asked for; {hint}")
     if expect.full_steps is not None and expect.full_steps != m["full_steps"]:
         raise MismatchError(f"{made}, but {expect.full_steps} full steps were asked for; drop --full-steps or {hint}")
+    if expect.schedule is not None and tuple(expect.schedule) != tuple(m["schedule"]):
+        want = ",".join(map(str, expect.schedule))
+        raise MismatchError(f"{made} on steps {m['schedule']}, but --schedule {want} was asked for (its weights "
+                            f"are fitted for its own computed steps); drop --schedule or re-run: l2p calibrate "
+                            f"BUNDLE --steps {m['num_steps']} --schedule {want} --name NAME")
     if expect.tap is not None and expect.tap != m["tap"]:
         raise MismatchError(f"{made}, but tap '{expect.tap}' was asked for; {hint}")
     # predictors made before the scheduler config had its own hash recorded the bundle hash here,

@@ -9,22 +9,22 @@ Presets (by name, see :func:`preset`):
 ``fora``
     FORA (Selvaraju et al. 2024): reuse the newest computed feature, ``w = (1,)``.
 ``taylorseer1``, ``taylorseer2``, ``taylorseer3``
-    TaylorSeer (Liu et al., ICCV 2025): Taylor expansion around the newest computed step with
-    finite-difference derivative estimates, ``F_hat = sum_m d_m k^m / m!``. The original code
-    keeps a derivative cache updated on each full step, ``d_0 = F``,
-    ``d_m = (d_{m-1}^new - d_{m-1}^old) / gap``, with one ``gap = s_0 - s_1`` for every order.
-    Here the gap of order ``m`` is the mean gap over the span that order covers,
-    ``(s_0 - s_m) / m``, which makes ``d_m = m! * F[s_0, ..., s_m]`` (Newton divided
-    differences with the true gaps). With even spacing ``n`` this is exactly the original
-    rule: order 1 gives ``w = (1 + k/n, -k/n)``, order 2 gives
+    TaylorSeer (Liu et al., ICCV 2025) as its published code computes it (and diffusers'
+    ``TaylorSeerCacheConfig``): a Taylor expansion around the newest computed step,
+    ``F_hat = sum_m d_m k^m / m!``, from a derivative cache refreshed on each full step,
+    ``d_0 = F``, ``d_m(s_a) = (d_{m-1}(s_a) - d_{m-1}(s_{a+1})) / (s_a - s_{a+1})``: every order
+    divides by the gap between the two newest computed steps at the time of its update. With
+    even spacing ``n``, order 1 gives ``w = (1 + k/n, -k/n)`` and order 2
     ``w = (1 + k/n + k²/2n², -k/n - k²/n², k²/2n²)``. It is *not* polynomial extrapolation:
     ``d_1`` is a backward difference (the slope half a gap back), so order 2 is exact for
     linear but not for quadratic trajectories.
 ``taylorseer2-code``
-    TaylorSeer order 2 with the original code's gap rule for uneven gaps: every order divides
-    by the gap between the two newest computed steps at the time of its update,
-    ``d_m(s_a) = (d_{m-1}(s_a) - d_{m-1}(s_{a+1})) / (s_a - s_{a+1})``. Equal to
-    ``taylorseer2`` when the gaps are even (they differ e.g. right after a warm-up phase).
+    The former name of ``taylorseer2`` (the same rule), kept so that existing commands still work.
+``taylorseer2-meangap``
+    TaylorSeer order 2 with a *mean-gap* rule for uneven gaps: order ``m`` divides by the mean gap
+    over the span it covers, ``(s_0 - s_m) / m``, which makes ``d_m = m! * F[s_0, ..., s_m]``
+    (Newton divided differences with the true gaps). Equal to ``taylorseer2`` when the gaps are
+    even; they differ e.g. right after a warm-up phase. Not the published rule.
 ``lagrange2``, ``lagrange3``
     Polynomial (Lagrange/Newton) extrapolation through the newest ``p + 1`` computed steps,
     ``w_j = prod_{m != j} (i - s_m) / (s_j - s_m)``, exact for polynomials of degree ``<= p``
@@ -54,21 +54,22 @@ PRESETS: dict[str, tuple[str, int]] = {
     "taylorseer1": ("taylorseer", 1),
     "taylorseer2": ("taylorseer", 2),
     "taylorseer3": ("taylorseer", 3),
-    "taylorseer2-code": ("taylorseer-code", 2),
+    "taylorseer2-code": ("taylorseer", 2),
+    "taylorseer2-meangap": ("taylorseer-meangap", 2),
     "lagrange2": ("lagrange", 2),
     "lagrange3": ("lagrange", 3),
 }
 
 
-def taylorseer_weights(history: Sequence[int], i: int, order: int, gap_rule: str = "divided") -> np.ndarray:
+def taylorseer_weights(history: Sequence[int], i: int, order: int, gap_rule: str = "code") -> np.ndarray:
     """TaylorSeer weights for step ``i`` from ``history`` (computed steps, newest first).
 
     Args:
         history: ``[s_0, s_1, ...]``, strictly decreasing, ``len >= order + 1``.
         i: the predicted step (``k = i - s_0``).
         order: Taylor order ``p`` (0 = FORA).
-        gap_rule: ``"divided"`` (order ``m`` divides by ``(s_0 - s_m)/m``) or ``"code"`` (every
-            order divides by the newest gap of its update, as the TaylorSeer code does).
+        gap_rule: ``"code"`` (every order divides by the newest gap of its update, as the
+            published TaylorSeer code does) or ``"meangap"`` (order ``m`` divides by ``(s_0 - s_m)/m``).
 
     Returns:
         float64 ``[order + 1]`` weights of ``F(s_0) .. F(s_order)``.
@@ -76,15 +77,15 @@ def taylorseer_weights(history: Sequence[int], i: int, order: int, gap_rule: str
     s = [float(v) for v in history[: order + 1]]
     if len(s) < order + 1:
         raise InputError(f"TaylorSeer order {order} needs {order + 1} computed steps, got {list(history)}")
-    if gap_rule not in ("divided", "code"):
-        raise InputError(f"unknown TaylorSeer gap rule '{gap_rule}'; use 'divided' or 'code'")
+    if gap_rule not in ("code", "meangap"):
+        raise InputError(f"unknown TaylorSeer gap rule '{gap_rule}'; use 'code' or 'meangap'")
     n = order + 1
     # d[a] = weight vector of the order-m derivative estimate at history entry a (from a..a+m)
     d = [np.eye(n)[a] for a in range(n)]
     w = d[0].copy()
     k = i - s[0]
     for m in range(1, order + 1):
-        if gap_rule == "divided":
+        if gap_rule == "meangap":
             d = [m * (d[a] - d[a + 1]) / (s[a] - s[a + m]) for a in range(n - m)]
         else:
             d = [(d[a] - d[a + 1]) / (s[a] - s[a + 1]) for a in range(n - m)]
@@ -114,9 +115,9 @@ def fora(schedule: Sequence[int], num_steps: int, K: int | None = None) -> Coeff
 
 
 def taylorseer(
-    schedule: Sequence[int], num_steps: int, order: int = 1, K: int | None = None, gap_rule: str = "divided"
+    schedule: Sequence[int], num_steps: int, order: int = 1, K: int | None = None, gap_rule: str = "code"
 ) -> CoefficientTable:
-    """TaylorSeer of ``order`` (1, 2, ...) on ``schedule``; see the module docstring for gaps."""
+    """TaylorSeer of ``order`` (1, 2, ...) on ``schedule``; see the module docstring for the gap rules."""
     _check_order(order, "taylorseer", minimum=1)
     return _table(schedule, num_steps, order, lambda h, i, p: taylorseer_weights(h, i, p, gap_rule), K)
 
@@ -144,8 +145,8 @@ def preset(name: str, schedule: Sequence[int], num_steps: int, K: int | None = N
         return fora(schedule, num_steps, K)
     if rule == "taylorseer":
         return taylorseer(schedule, num_steps, order, K)
-    if rule == "taylorseer-code":
-        return taylorseer(schedule, num_steps, order, K, gap_rule="code")
+    if rule == "taylorseer-meangap":
+        return taylorseer(schedule, num_steps, order, K, gap_rule="meangap")
     return lagrange(schedule, num_steps, order, K)
 
 

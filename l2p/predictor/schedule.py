@@ -31,16 +31,20 @@ from ..errors import InputError
 Schedule = tuple[int, ...]
 
 
-def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedule") -> Schedule:
+def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedule",
+                      full_steps: int | None = None, ordered: bool = False) -> Schedule:
     """Check a schedule and return it as a sorted tuple.
 
     Args:
-        steps: computed step indices (any order).
+        steps: computed step indices (any order, unless ``ordered``).
         num_steps: ``N``, the number of sampling steps.
+        what: how messages name the schedule (``"--schedule"``).
+        full_steps: when given, the number of computed steps the schedule must have (``M``).
+        ordered: refuse steps that are not listed in increasing order (a schedule typed by a user).
 
     Raises:
-        InputError: on ``N < 1``, non-integers, duplicates, indices outside ``[0, N)``, or a
-            schedule without step 0.
+        InputError: on ``N < 1``, non-integers, duplicates, steps out of order (with ``ordered``),
+            indices outside ``[0, N)``, a schedule without step 0, or a count other than ``full_steps``.
     """
     check_count(num_steps, "number of steps", 1)
     raw = list(steps)
@@ -57,6 +61,10 @@ def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedul
     if len(set(out)) != len(out):
         dup = sorted({s for s in out if out.count(s) > 1})
         raise InputError(f"{what}: steps {dup} appear more than once in {sorted(out)}; list each computed step once")
+    if ordered and out != sorted(out):
+        a, b = next((a, b) for a, b in zip(out, out[1:]) if b < a)
+        raise InputError(f"{what}: steps must be listed in increasing order, but {b} comes after {a} in {out}; "
+                         f"e.g. {','.join(map(str, sorted(out)))}")
     bad = [s for s in out if not 0 <= s < num_steps]
     if bad:
         raise InputError(f"{what}: steps {bad} are outside [0, {num_steps - 1}] for a run of {num_steps} steps")
@@ -65,7 +73,38 @@ def validate_schedule(steps: Iterable[int], num_steps: int, what: str = "schedul
             f"{what}: {sorted(out)} does not contain step 0; step 0 is always computed "
             "(there is nothing to forecast from before it)"
         )
+    if full_steps is not None and len(out) != full_steps:
+        raise InputError(f"{what}: {len(out)} computed steps {sorted(out)}, but --full-steps is {full_steps}; "
+                         "give as many steps as --full-steps, or drop --full-steps")
     return tuple(sorted(out))
+
+
+def parse_schedule(text: str, num_steps: int, full_steps: int | None = None, what: str = "--schedule") -> Schedule:
+    """A schedule typed as comma-separated step indices in increasing order, e.g. ``"0,1,2,4,11"``.
+
+    Raises:
+        InputError: for text that is not comma-separated integers, and as :func:`validate_schedule`
+            with ``ordered=True`` (and the count checked against ``full_steps`` when given).
+    """
+    return validate_schedule(split_steps(text, what), num_steps, f"{what} {text}", full_steps, ordered=True)
+
+
+def split_steps(text: str, what: str = "--schedule") -> tuple[int, ...]:
+    """``"0,1,2,4"`` -> ``(0, 1, 2, 4)`` as typed (no range or order checks; see :func:`parse_schedule`).
+
+    Raises:
+        InputError: for text that is not comma-separated integers.
+    """
+    try:
+        return tuple(int(p.strip()) for p in str(text).split(","))
+    except ValueError:
+        raise InputError(f"{what} {text!r}: give the computed steps as comma-separated integers in increasing "
+                         "order, starting at 0, e.g. 0,1,2,4,11,18") from None
+
+
+def format_schedule(schedule: Iterable[int]) -> str:
+    """``(0, 1, 2, 4)`` -> ``"0,1,2,4"``: the form :func:`parse_schedule` reads."""
+    return ",".join(str(s) for s in schedule)
 
 
 def history_before(schedule: Sequence[int], i: int, K: int | None = None) -> list[int]:
@@ -121,14 +160,31 @@ def power_schedule(num_steps: int, full_steps: int, warmup: int = 1, exponent: f
     w, r, length = _check_counts(num_steps, full_steps, warmup)
     if r == 0:
         return tuple(range(w))
-    pos = [(w - 1) + math.floor(length * (j / r) ** exponent + 0.5) for j in range(1, r + 1)]
-    prev = w - 1
-    for j in range(r):  # forward: strictly increasing
+    targets = [(w - 1) + length * (j / r) ** exponent for j in range(1, r + 1)]
+    return (*range(w), *place_steps(targets, w, num_steps - 1))
+
+
+def place_steps(targets: Sequence[float], first: int, last: int) -> list[int]:
+    """Round target positions to distinct integer steps in ``[first, last]``, keeping their order.
+
+    ``targets`` (increasing) are rounded half up, then a forward pass pushes each step to at
+    least one past its predecessor (the first to at least ``first``) and a backward pass pulls
+    each to at most one before its successor (the last to at most ``last``). With
+    ``len(targets) <= last - first + 1`` this always yields distinct increasing steps.
+
+    Raises:
+        InputError: when more targets are given than steps lie in ``[first, last]``.
+    """
+    if len(targets) > last - first + 1:
+        raise InputError(f"cannot place {len(targets)} computed steps in steps {first}..{last}")
+    pos = [math.floor(float(x) + 0.5) for x in targets]
+    prev = first - 1
+    for j in range(len(pos)):  # forward: strictly increasing, from first on
         pos[j] = prev = max(pos[j], prev + 1)
-    nxt = num_steps
-    for j in reversed(range(r)):  # backward: fits below N, still strictly increasing
+    nxt = last + 1
+    for j in reversed(range(len(pos))):  # backward: fits below last, still strictly increasing
         pos[j] = nxt = min(pos[j], nxt - 1)
-    return (*range(w), *pos)
+    return pos
 
 
 def fixed_interval_schedule(num_steps: int, interval: int, warmup: int = 1) -> Schedule:
@@ -142,6 +198,19 @@ def fixed_interval_schedule(num_steps: int, interval: int, warmup: int = 1) -> S
     interval = check_count(interval, "fixed interval schedule: interval", 1)
     w = max(check_count(warmup, "fixed interval schedule: warmup", 0, num_steps), 1)
     return (*range(w), *range(w - 1 + interval, num_steps, interval))
+
+
+def taylorseer_cache_schedule(num_steps: int, interval: int, warmup: int = 3) -> Schedule:
+    """The computed steps of diffusers' ``TaylorSeerCacheConfig(cache_interval=interval,
+    disable_cache_before_step=warmup)``: steps ``0 .. warmup-1``, then ``warmup + 1 + interval * j``.
+
+    Its step ``warmup`` is forecast (one step after the warm-up), e.g. ``(50, 7, 3)`` ->
+    ``(0, 1, 2, 4, 11, 18, 25, 32, 39, 46)``: 10 computed steps, the last three forecast.
+    """
+    num_steps = check_count(num_steps, "number of steps", 1)
+    interval = check_count(interval, "TaylorSeer cache schedule: interval", 1)
+    warmup = check_count(warmup, "TaylorSeer cache schedule: warmup", 1, num_steps)
+    return (*range(warmup), *range(warmup + 1, num_steps, interval))
 
 
 def check_count(value: Any, what: str, lo: int, hi: int | None = None, note: str = "") -> int:

@@ -70,17 +70,21 @@ def _head(bundle: Bundle, tap: str, make: EngineFactory) -> Engine | None:
     return make(bundle.onnx_path("head"), bundle.spec("head"), "head")
 
 
-def expectation(bundle: Bundle, steps: int | None = None, full_steps: int | None = None) -> Expect:
-    """What a predictor of ``bundle`` must fit: the bundle, its scheduler config, its features, the step counts."""
+def expectation(bundle: Bundle, steps: int | None = None, full_steps: int | None = None,
+                schedule: tuple[int, ...] | None = None) -> Expect:
+    """What a predictor of ``bundle`` must fit: the bundle, its scheduler config, its features, the step
+    counts (and with ``schedule``, the computed steps)."""
     outputs = bundle.spec("transformer").output_names
     features = tuple(feature_spec(bundle, tap) for tap, out in TAPS.items() if out in outputs)
     return Expect(bundle_hash=bundle.hash, scheduler_hash=bundle.scheduler_hash, steps=steps,
-                  full_steps=full_steps, features=features)
+                  full_steps=full_steps, features=features, schedule=schedule)
 
 
 def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None,
-                   threads: int | None = None, make_engine: EngineFactory | None = None) -> Forecaster:
-    """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch."""
+                   threads: int | None = None, make_engine: EngineFactory | None = None,
+                   schedule: tuple[int, ...] | None = None) -> Forecaster:
+    """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch (with ``schedule``:
+    a predictor calibrated for other computed steps)."""
     folder = bundle.predictor_dir(name)  # refuses links on the way
     if not folder.is_dir():
         pdir = bundle.predictors_dir
@@ -90,7 +94,7 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
             f"{full_steps or min(10, steps)} --name {name}"
         )
-    pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps))
+    pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps, schedule))
     make = make_engine or host_engines(threads)
     engine = make(pred.graph, pred.io_spec, f"l2p:{name} predictor")  # the graph rebuilt from the coefficients
     return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))
@@ -107,4 +111,4 @@ def make_forecaster(bundle: Bundle, settings: RunSettings, threads: int | None =
         return preset_forecaster(bundle, m.name, settings.steps, settings.full_steps, schedule=settings.schedule,
                                  threads=threads, make_engine=make_engine)
     return l2p_forecaster(bundle, m.name, settings.steps, settings.full_steps, threads=threads,
-                          make_engine=make_engine)
+                          make_engine=make_engine, schedule=settings.schedule)

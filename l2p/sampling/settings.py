@@ -67,9 +67,10 @@ class RunSettings:
         full_steps: ``M``, how many steps run the transformer (1..N). Presets need it (or a
             ``schedule``); for ``l2p`` it must match the predictor when given; ``full`` ignores it
             (``l2p sample`` refuses it there).
-        schedule: the computed steps of a preset run (sorted, step 0 included); ``None`` spreads
-            ``full_steps`` evenly (:func:`~l2p.predictor.schedule.interval_schedule`). Given,
-            it sets ``full_steps``.
+        schedule: the computed steps (increasing, step 0 included; ``--schedule``). A preset
+            runs on them (``None``: ``full_steps`` spread evenly,
+            :func:`~l2p.predictor.schedule.interval_schedule`); an ``l2p`` predictor must have
+            been calibrated for exactly them. Given, it sets ``full_steps``.
         guidance: FLUX guidance-embedding value (models without one ignore it).
 
     A classifier-free guidance scale for the guided families belongs here too, next to
@@ -77,7 +78,8 @@ class RunSettings:
 
     Raises:
         InputError: for any value out of range, an unknown method, a preset without
-            ``full_steps``, or a ``schedule`` that is invalid or given with a non-preset method.
+            ``full_steps``, or a ``schedule`` that is invalid, does not have ``full_steps`` steps or
+            is given with ``full``.
     """
 
     steps: int = 50
@@ -97,13 +99,10 @@ class RunSettings:
             object.__setattr__(self, "full_steps", check_count(self.full_steps, "--full-steps", 1, steps,
                                                                " (at most the step count)"))
         if self.schedule is not None:
-            if method.kind != "preset":
-                raise InputError(f"a fixed schedule is for the preset methods ({', '.join(PRESETS)}); "
-                                 f"--method {self.method} has its own")
-            schedule = validate_schedule(self.schedule, steps)
-            if self.full_steps is not None and self.full_steps != len(schedule):
-                raise InputError(f"--full-steps {self.full_steps} does not match the schedule's "
-                                 f"{len(schedule)} computed steps {list(schedule)}")
+            if method.kind == "full":
+                raise InputError("--schedule with --method full: full compute runs the transformer on every "
+                                 "step; drop --schedule, or choose a cached method")
+            schedule = validate_schedule(self.schedule, steps, "--schedule", self.full_steps, ordered=True)
             object.__setattr__(self, "schedule", schedule)
             object.__setattr__(self, "full_steps", len(schedule))
         elif method.kind == "preset" and self.full_steps is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,11 @@ def test_help_lists_every_method_and_precision() -> None:
         assert f" {name}," in text or f" {name} " in text, name
     for command in ("export", "build"):
         assert "{" + ",".join(p.value for p in Precision) + "}" in _help(command)
+    bench = _help("bench")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in PRESETS:  # every preset of the table, in bench's help and the README
+        assert f" {name}," in bench or f" {name})" in bench, name
+        assert f"`{name}`" in readme, name
 
 
 def test_every_command_has_a_module() -> None:

@@ -44,7 +44,7 @@ def predicted_steps(table: CoefficientTable, min_history: int) -> list[int]:
 @pytest.mark.parametrize(
     "name, degree, min_history",
     [("fora", 0, 1), ("taylorseer1", 1, 2), ("taylorseer2", 1, 2), ("taylorseer3", 1, 2),
-     ("lagrange2", 2, 3), ("lagrange3", 3, 4), ("taylorseer2-code", 1, 2)],
+     ("lagrange2", 2, 3), ("lagrange3", 3, 4), ("taylorseer2-code", 1, 2), ("taylorseer2-meangap", 1, 2)],
 )
 def test_exact_on_polynomials(kind: str, name: str, degree: int, min_history: int) -> None:
     """FORA: constants; TaylorSeer (any order, any gaps): linear; Lagrange p: degree p."""
@@ -56,12 +56,14 @@ def test_exact_on_polynomials(kind: str, name: str, degree: int, min_history: in
         np.testing.assert_allclose(forecast(t, i, lambda s: poly(s, degree)), poly(i, degree), rtol=1e-9, atol=1e-9)
 
 
-def test_taylorseer2_is_taylor_not_lagrange() -> None:
-    """On F = c t^2 TaylorSeer-2 misses by exactly -c * (s0 - s1) * k (backward-difference slope)."""
+@pytest.mark.parametrize("name, sched", [("taylorseer2", (0, 2, 4)), ("taylorseer2-meangap", (0, 3, 5))])
+def test_taylorseer2_is_taylor_not_lagrange(name: str, sched: tuple[int, ...]) -> None:
+    """On F = c t^2 TaylorSeer-2 misses by exactly -c * (s0 - s1) * k (backward-difference slope);
+    for the mean-gap variant on any gaps, for the published rule on even gaps."""
     c = COEF[2]
-    t = preset("taylorseer2", (0, 3, 5), 9)
-    for i in (6, 7, 8):
-        k, g1 = i - 5, 5 - 3
+    t = preset(name, sched, 9)
+    for i in range(sched[-1] + 1, 9):
+        k, g1 = i - sched[-1], sched[-1] - sched[-2]
         got = forecast(t, i, lambda s: c * s**2)
         np.testing.assert_allclose(got - c * i**2, -c * g1 * k, rtol=1e-10, atol=1e-10)
 
@@ -72,7 +74,7 @@ def test_taylorseer_published_closed_form(n_gap: int) -> None:
     N = 6 * n_gap + 1
     sched = fixed_interval_schedule(N, n_gap, 1)
     t1, t2 = preset("taylorseer1", sched, N), preset("taylorseer2", sched, N)
-    t2code = preset("taylorseer2-code", sched, N)
+    t2code, t2mean = preset("taylorseer2-code", sched, N), preset("taylorseer2-meangap", sched, N)
     checked = 0
     for i in range(N):
         if i in sched:
@@ -86,6 +88,7 @@ def test_taylorseer_published_closed_form(n_gap: int) -> None:
             want = [1 + k / n + k**2 / (2 * n**2), -k / n - k**2 / n**2, k**2 / (2 * n**2)]
             np.testing.assert_allclose(t2.W[i], want, rtol=1e-12)
             np.testing.assert_allclose(t2code.W[i], want, rtol=1e-12)
+            np.testing.assert_allclose(t2mean.W[i], want, rtol=1e-12)
             checked += 1
     assert checked == 4 * (n_gap - 1)
 
@@ -107,7 +110,7 @@ class DerivativeCache:
 
     gap_rule="code": gap_m = s0 - s1 for every order (the original code).
     gap_rule="mean": gap_m = (s0 - s_m) / m, the mean gap over the span of order m
-    (our documented mapping for uneven gaps; equal to the code's rule for even gaps).
+    (the taylorseer2-meangap variant; equal to the code's rule for even gaps).
     """
 
     def __init__(self, order: int, gap_rule: str) -> None:
@@ -132,8 +135,9 @@ class DerivativeCache:
 
 
 @pytest.mark.parametrize("kind", list(SCHEDULES))
-@pytest.mark.parametrize("name, order, rule", [("taylorseer1", 1, "mean"), ("taylorseer2", 2, "mean"),
-                                               ("taylorseer3", 3, "mean"), ("taylorseer2-code", 2, "code")])
+@pytest.mark.parametrize("name, order, rule", [("taylorseer1", 1, "mean"), ("taylorseer1", 1, "code"),
+                                               ("taylorseer2", 2, "code"), ("taylorseer3", 3, "code"),
+                                               ("taylorseer2-code", 2, "code"), ("taylorseer2-meangap", 2, "mean")])
 def test_taylorseer_matches_derivative_cache(kind: str, name: str, order: int, rule: str) -> None:
     n, sched = SCHEDULES[kind]
     feats = np.random.default_rng(1).standard_normal((n, 2, 5))  # random trajectory [N, ...]
@@ -149,9 +153,10 @@ def test_taylorseer_matches_derivative_cache(kind: str, name: str, order: int, r
 
 def test_gap_rules_differ_only_on_uneven_gaps() -> None:
     even = fixed_interval_schedule(30, 5, 1)
-    np.testing.assert_allclose(preset("taylorseer2", even, 30).W, preset("taylorseer2-code", even, 30).W)
+    np.testing.assert_allclose(preset("taylorseer2", even, 30).W, preset("taylorseer2-meangap", even, 30).W)
     uneven = (0, 1, 2, 8, 14)  # warm-up gaps of 1, then 6
-    assert not np.allclose(preset("taylorseer2", uneven, 20).W, preset("taylorseer2-code", uneven, 20).W)
+    assert not np.allclose(preset("taylorseer2", uneven, 20).W, preset("taylorseer2-meangap", uneven, 20).W)
+    np.testing.assert_array_equal(preset("taylorseer2", uneven, 20).W, preset("taylorseer2-code", uneven, 20).W)
 
 
 def test_preset_lookup_and_padding() -> None:

@@ -8,9 +8,13 @@ import pytest
 from l2p.errors import InputError
 from l2p.predictor.schedule import (
     fixed_interval_schedule,
+    format_schedule,
     interval_schedule,
+    parse_schedule,
+    place_steps,
     power_schedule,
     schedule_from_list,
+    taylorseer_cache_schedule,
 )
 
 
@@ -106,3 +110,44 @@ def test_fixed_interval_schedule() -> None:
     assert fixed_interval_schedule(10, 3, 2) == (0, 1, 4, 7)
     with pytest.raises(InputError, match="interval 0"):
         fixed_interval_schedule(10, 0)
+
+
+@pytest.mark.parametrize("text, full, words", [
+    ("0,2,1", None, ["--schedule 0,2,1", "increasing order", "1 comes after 2", "e.g. 0,1,2"]),
+    ("0,2,2", None, ["[2] appear more than once"]),
+    ("0,3,10", None, ["[10] are outside [0, 9]", "10 steps"]),
+    ("0,-1,3", None, ["increasing order"]),
+    ("1,3,5", None, ["does not contain step 0"]),
+    ("0,3,5", 4, ["3 computed steps", "--full-steps is 4"]),
+    ("0,a,5", None, ["comma-separated integers"]),
+    ("", None, ["comma-separated integers"]),
+])
+def test_parse_schedule_refusals(text: str, full: int | None, words: list[str]) -> None:
+    with pytest.raises(InputError) as e:
+        parse_schedule(text, 10, full)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_parse_schedule_accepts() -> None:
+    assert parse_schedule("0,1,2,4,11", 50) == (0, 1, 2, 4, 11)
+    assert parse_schedule(" 0, 3 ,9", 10, 3) == (0, 3, 9)
+    assert format_schedule(parse_schedule("0,1,2,4", 5)) == "0,1,2,4"
+
+
+def test_place_steps() -> None:
+    assert place_steps([0.4, 0.6, 0.9], 1, 9) == [1, 2, 3]  # pushed apart from the first allowed step
+    assert place_steps([8.6, 8.8, 9.4], 0, 9) == [7, 8, 9]  # pulled back below the last
+    assert place_steps([2.5, 4.49, 7.0], 0, 9) == [3, 4, 7]  # half up
+    with pytest.raises(InputError):
+        place_steps([1, 2, 3], 5, 6)
+
+
+def test_taylorseer_cache_schedule() -> None:
+    # diffusers' TaylorSeerCacheConfig(cache_interval=7, disable_cache_before_step=3) at 50 steps
+    assert taylorseer_cache_schedule(50, 7, 3) == (0, 1, 2, 4, 11, 18, 25, 32, 39, 46)
+    assert taylorseer_cache_schedule(10, 3, 1) == (0, 2, 5, 8)
+    with pytest.raises(InputError):
+        taylorseer_cache_schedule(10, 3, 0)

@@ -36,6 +36,11 @@ def test_outputs_and_rerun(flux_bundle: Path, cond_file: Path, tmp_path: Path) -
                  "--index", "1", "--out", str(tmp_path / "c")]) == 0
     one = load_npz(tmp_path / "c" / "latents.npz")["final"]
     assert one.shape == (1, 16, 16)
+    # --schedule: the preset runs the transformer on exactly those steps
+    assert main(["sample", str(flux_bundle), "--conditioning", str(cond_file), "--steps", "10", "--method",
+                 "taylorseer2", "--schedule", "0,1,2,4,7", "--out", str(tmp_path / "d")]) == 0
+    rec = json.loads((tmp_path / "d" / "run.json").read_text())
+    assert rec["computed_steps"] == [0, 1, 2, 4, 7] and rec["full_steps"] == 5
 
 
 def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -72,6 +77,12 @@ def test_bad_arguments(flux_bundle: Path, cond_file: Path, tmp_path: Path, capsy
     assert "needs --full-steps" in _err(capsys, [*base, "--steps", "10", "--method", "fora"])
     assert "unknown method" in _err(capsys, [*base, "--method", "magic"])
     assert "--index" in _err(capsys, [*base, "--index", "5"])
+    assert "increasing order" in _err(capsys, [*base, "--steps", "10", "--method", "fora", "--schedule", "0,4,2"])
+    assert "outside [0, 9]" in _err(capsys, [*base, "--steps", "10", "--method", "fora", "--schedule", "0,4,10"])
+    assert "step 0" in _err(capsys, [*base, "--steps", "10", "--method", "fora", "--schedule", "1,4"])
+    assert "--full-steps is 3" in _err(capsys, [*base, "--steps", "10", "--method", "taylorseer2",
+                                                "--full-steps", "3", "--schedule", "0,4"])
+    assert "--method full" in _err(capsys, [*base, "--steps", "10", "--schedule", "0,4"])
     assert "no text encoders" in _err(capsys, ["sample", str(flux_bundle), "--prompt", "hi", "--out", str(tmp_path / "o")])
     assert "no predictor" in _err(capsys, [*base, "--steps", "10", "--method", "l2p:nope"])
     assert "not a bundle" in _err(capsys, ["sample", str(tmp_path), "--conditioning", str(cond_file),

@@ -36,8 +36,11 @@ def test_defaults_and_frozen() -> None:
     ({"guidance": float("nan")}, ["--guidance nan", "finite"]),
     ({"guidance": float("inf")}, ["--guidance inf"]),
     ({"steps": 10, "method": "fora", "schedule": (1, 5)}, ["step 0"]),
-    ({"steps": 10, "method": "fora", "schedule": (0, 5), "full_steps": 3}, ["--full-steps 3", "2 computed steps"]),
-    ({"steps": 10, "method": "l2p", "schedule": (0, 5)}, ["preset methods"]),
+    ({"steps": 10, "method": "fora", "schedule": (0, 5), "full_steps": 3}, ["--full-steps is 3", "2 computed steps"]),
+    ({"steps": 10, "method": "full", "schedule": (0, 5)}, ["--method full", "drop --schedule"]),
+    ({"steps": 10, "method": "fora", "schedule": (0, 5, 3)}, ["increasing order", "3 comes after 5"]),
+    ({"steps": 10, "method": "fora", "schedule": (0, 5, 5)}, ["[5] appear more than once"]),
+    ({"steps": 10, "method": "l2p", "schedule": (0, 5, 10)}, ["[10] are outside [0, 9]"]),
 ])
 def test_refusals(kwargs: dict, words: list[str]) -> None:
     with pytest.raises(InputError) as e:
@@ -49,9 +52,11 @@ def test_refusals(kwargs: dict, words: list[str]) -> None:
 
 
 def test_schedule_sets_the_full_steps() -> None:
-    s = RunSettings(steps=10, method="taylorseer2", schedule=[7, 0, 3])
+    s = RunSettings(steps=10, method="taylorseer2", schedule=[0, 3, 7])
     assert s.schedule == (0, 3, 7) and s.full_steps == 3
     assert s == RunSettings(steps=10, method="taylorseer2", schedule=(0, 3, 7), full_steps=3)  # hashable key
+    # an l2p predictor may be asked for its schedule (checked against the predictor when it is loaded)
+    assert RunSettings(steps=10, method="l2p:x", schedule=(0, 2, 4)).full_steps == 3
 
 
 def test_every_preset_parses() -> None:

@@ -1,0 +1,58 @@
+"""Fit / score splits of the calibration runs (--rows, --holdout)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from l2p.calibration.split import Part, check_holdout, holdout_split, parse_rows, search_split, select_rows
+from l2p.errors import InputError
+
+
+def test_part_index_is_seed_major() -> None:
+    assert Part((1, 3), (0, 2)).index(4).tolist() == [1, 3, 9, 11]
+    assert Part((0, 1, 2), (1,)).index(3).tolist() == [3, 4, 5]
+
+
+@pytest.mark.parametrize("rows, seeds, f, held_rows, held_seeds", [
+    (8, 4, 0.25, (2, 6), (0, 1, 2, 3)),
+    (4, 2, 0.25, (2,), (0, 1)),
+    (2, 3, 0.9, (1,), (0, 1, 2)),  # always leaves a row to fit on
+    (1, 4, 0.5, (0,), (1, 3)),  # one row: seeds are held out
+])
+def test_holdout_split(rows: int, seeds: int, f: float, held_rows: tuple, held_seeds: tuple) -> None:
+    fit, held = holdout_split(rows, seeds, f)
+    assert held is not None and (held.rows, held.seeds) == (held_rows, held_seeds)
+    assert not set(fit.index(rows).tolist()) & set(held.index(rows).tolist())  # disjoint runs
+    assert fit.size + held.size == rows * seeds  # together: every run
+    assert search_split(fit, held) == (fit, held)
+
+
+def test_no_holdout() -> None:
+    fit, held = holdout_split(3, 4, 0.0)
+    assert held is None and fit == Part((0, 1, 2), (0, 1, 2, 3))
+    search_fit, score = search_split(fit, None)  # the search never scores on runs it fitted on
+    assert score == Part((0, 1, 2), (0,)) and search_fit == Part((0, 1, 2), (1, 2, 3))
+    one = Part((0,), (0,))
+    assert search_split(one, None) == (one, one)  # one seed: nothing else to do
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2, float("nan"), True])
+def test_holdout_refusals(bad: float) -> None:
+    with pytest.raises(InputError, match="--holdout"):
+        check_holdout(bad)
+    with pytest.raises(InputError, match="nothing to fit on"):
+        holdout_split(1, 1, 0.5)
+
+
+def test_rows() -> None:
+    cond = {"a": np.arange(5 * 2).reshape(5, 2), "b": np.arange(5)}
+    assert parse_rows("0, 2,4") == (0, 2, 4)
+    sub = select_rows(cond, parse_rows("4,0"))
+    assert sub["b"].tolist() == [4, 0] and sub["a"].tolist() == [[8, 9], [0, 1]]
+    assert select_rows(cond, None) is cond
+    for text, words in [("0,5", "rows [5] are out of range"), ("1,1", "listed once"), ("-1", "out of range")]:
+        with pytest.raises(InputError, match=words.replace("[", r"\[").replace("]", r"\]")):
+            select_rows(cond, parse_rows(text))
+    with pytest.raises(InputError, match="comma-separated row numbers"):
+        parse_rows("0,x")
