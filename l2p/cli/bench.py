@@ -9,8 +9,9 @@ from pathlib import Path
 from ..errors import InputError
 from ..predictor.presets import PRESETS
 from ..predictor.schedule import check_count
-from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
-                      add_run_options, check_conditioning_args, conditioning, open_sampler, positive, run_settings)
+from .options import (add_bundle_argument, add_cfg_options, add_conditioning_options, add_engine_options,
+                      add_output_options, add_run_options, check_conditioning_args, conditioning, open_sampler,
+                      positive, run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_bundle_argument(b)
     add_conditioning_options(b)
     add_run_options(b, sampling=False, full_steps=None)
+    add_cfg_options(b)
     b.add_argument("--budgets", default="10", metavar="M,M...",
                    help="comma-separated full-step budgets (transformer steps out of --steps), e.g. 10,7")
     b.add_argument("--methods", default="fora,taylorseer1,taylorseer2,lagrange2", metavar="METHOD,...",

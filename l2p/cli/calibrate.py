@@ -6,8 +6,8 @@ import argparse
 
 from ..calibration.fit import PRIORS, SOLVERS
 from ..sampling.loop import TAPS
-from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_run_options,
-                      check_conditioning_args, conditioning, non_negative, open_sampler, positive)
+from .options import (add_bundle_argument, add_cfg_options, add_conditioning_options, add_engine_options,
+                      add_run_options, check_conditioning_args, conditioning, non_negative, open_sampler, positive)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +18,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_conditioning_options(c)
     add_run_options(c, sampling=False, full_steps_required=True,
                     full_steps="budget: how many of the --steps steps run the transformer")
+    add_cfg_options(c)
     c.add_argument("--name", default="default", help="predictor name (use with --method l2p:NAME)")
     c.add_argument("--seeds", type=int, default=4, metavar="N",
                    help="seeds per condition (calibration set size, 1..256)")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..sampling.settings import METHOD_CHOICES
-from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
-                      add_run_options, check_conditioning_args, conditioning, open_sampler, run_settings)
+from .options import (add_bundle_argument, add_cfg_options, add_conditioning_options, add_engine_options,
+                      add_output_options, add_run_options, check_conditioning_args, conditioning, open_sampler,
+                      run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_conditioning_options(s, prompt_file=False)
     s.add_argument("--index", type=int, metavar="ROW", help="sample only this conditioning row (0-based)")
     add_run_options(s)
+    add_cfg_options(s)
     s.add_argument("--initial-latents", metavar="LATENTS.npz",
                    help="latents.npz of an earlier run: rerun from its 'initial' noise")
     add_engine_options(s)
@@ -68,6 +70,7 @@ def run(a: argparse.Namespace) -> int:
         save_npz(stage / "latents.npz", initial=res.initial, final=res.final)
         record = run_record(sampler, settings, res, prompts=prompts, images=paths, threads=threads, index=a.index,
                             backend=a.backend, device=a.device,
+                            negative_prompt=a.negative_prompt if prompts and sampler.cfg_scale_of(settings) > 1 else None,
                             conditioning=str(a.conditioning) if a.conditioning else None,
                             initial_latents=str(a.initial_latents) if a.initial_latents else None)
         write_json(stage / "run.json", {"format": RUN_FORMAT, **record})
