@@ -133,7 +133,9 @@ class Sampler:
             check_builtin_prompts(builtin, prompts)
         if self._tokenizers is None:
             self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
-        run = lambda g, feed: self.engine(g).run(feed)  # noqa: E731
+        def run(graph: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return self.engine(graph).run(feed)
+
         cond = self.rt.encode(prompts, run, self._tokenizers)
         if negative_prompt is not None:
             check_text(negative_prompt, "the negative prompt")
