@@ -79,7 +79,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--budgets", default="10,7")
     p.add_argument("--scale", type=float, default=7.0)
-    p.add_argument("--cross", default="4,10", help="scales to sample the --scale predictors at")
+    p.add_argument("--cross", default="4,10", help="scales to sample the --scale predictors at ('' : none)")
     p.add_argument("--rows", type=int, default=4)
     p.add_argument("--calib-seeds", type=int, default=2)
     p.add_argument("--bench-seeds", type=int, default=2)
@@ -106,7 +106,8 @@ def main() -> None:
         cfg = CalibrationConfig(steps=a.steps, full_steps=m, name=name, seeds=a.calib_seeds, **extra)
         return Calibrator(sampler(scale, mode), calib, cfg, log=lambda s: None).run()
 
-    refs = {g: finals(sampler(g, "guided"), held, a.steps, seeds) for g in [a.scale, *map(float, a.cross.split(","))]}
+    cross_scales = [float(g) for g in a.cross.split(",") if g.strip()]
+    refs = {g: finals(sampler(g, "guided"), held, a.steps, seeds) for g in [a.scale, *cross_scales]}
     rows, cross = [], []
     for m in budgets:
         for mode in ("guided", "branches"):
@@ -120,7 +121,7 @@ def main() -> None:
                 row[preset] = psnr_db(finals(s, held, a.steps, seeds, fc), refs[a.scale])
             rows.append(row)
             print(f"  {row}", flush=True)
-            for g in map(float, a.cross.split(",")):
+            for g in cross_scales:
                 sg = sampler(g, mode)
                 moved = psnr_db(finals(sg, held, a.steps, seeds, forecaster_from_table(
                     sg.bundle, pred.table, "output", "l2p")), refs[g])

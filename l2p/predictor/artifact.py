@@ -10,14 +10,12 @@ Layout::
 
 ``predictor.json`` holds the format and version, the name, the method (``"l2p"`` or a preset
 name), the tapped feature, the step count and schedule, ``K``, whether latents are used, the
-bundle hash and scheduler hash it was calibrated for, the classifier-free guidance it was
-calibrated under (``cfg``: scale and forecast mode; absent in predictors made before l2p had
-CFG, which were calibrated unguided, scale 1), free-form fit statistics, the settings that made
-it, and the sha256 and size of every other file. :func:`load_predictor` verifies all of it and,
-given an :class:`Expect`, refuses a predictor made for another bundle, scheduler config, step
-count, budget, tap, feature shape or CFG scale / forecast mode with a
-:class:`~l2p.errors.MismatchError` that says how to make a matching one. All these
-compatibility checks live there.
+bundle hash, scheduler hash and classifier-free guidance (``cfg``: scale, forecast mode; absent
+= unguided) it was calibrated for, free-form fit statistics, the settings that made it, and the
+sha256 and size of every other file. :func:`load_predictor` verifies all of it and, given an
+:class:`Expect`, refuses a predictor made for another bundle, scheduler config, step count,
+budget, tap, feature shape or CFG with a :class:`~l2p.errors.MismatchError` that says how to
+make a matching one. All these compatibility checks live there.
 
 Torch-free.
 """
@@ -67,9 +65,8 @@ class Expect:
         features: the features the bundle provides, one :class:`~l2p.spec.TensorSpec` per tap,
             named by the tap (``"output"``, ``"residual"``); the predictor's tap must be one of
             them, with the same dtype and shape.
-        cfg_scale: the classifier-free guidance scale of the run (1.0: unguided).
-        cfg_forecast: the CFG forecast mode of the run (``guided`` or ``branches``; compared only
-            when both the run and the predictor are guided).
+        cfg_scale, cfg_forecast: the run's classifier-free guidance scale (1.0: unguided) and
+            forecast mode (compared only when both the run and the predictor are guided).
     """
 
     bundle_hash: str | None = None
@@ -273,7 +270,7 @@ def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = No
     if expect.features is not None:
         _check_feature(m, feature_spec, expect)
     graph = bound_graph(root, m["name"], table, feature_spec, latent_spec)
-    cfg = _cfg(m)
+    cfg = m["cfg"]
     return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
                      m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]), graph,
                      float(cfg["scale"]), str(cfg["forecast"]))
@@ -323,6 +320,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
             f"predictor {root}: {MANIFEST} has unknown keys {unknown} and lacks keys {missing}; "
             "it was edited or made by another tool; re-calibrate it"
         )
+    m.setdefault("cfg", {"scale": 1.0, "forecast": "guided"})  # made before l2p had CFG: unguided
     checks = {
         "name": isinstance(m["name"], str), "method": isinstance(m["method"], str),
         "tap": isinstance(m["tap"], str), "bundle_hash": isinstance(m["bundle_hash"], str),
@@ -332,7 +330,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         "schedule": isinstance(m["schedule"], list) and all(_is_int(s) for s in m["schedule"]),
         "uses_latents": isinstance(m["uses_latents"], bool),
         "fit_stats": isinstance(m["fit_stats"], dict), "created_by": isinstance(m["created_by"], dict),
-        "files": isinstance(m["files"], dict), "cfg": _is_cfg(m.get("cfg", _UNGUIDED)),
+        "files": isinstance(m["files"], dict), "cfg": _is_cfg(m["cfg"]),
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
@@ -340,24 +338,16 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return m
 
 
-_UNGUIDED = {"scale": 1.0, "forecast": "guided"}
-
-
 def _is_cfg(v: Any) -> bool:
     return (isinstance(v, dict) and set(v) == {"scale", "forecast"} and isinstance(v["scale"], (int, float))
             and not isinstance(v["scale"], bool) and 1.0 <= v["scale"] <= 1000.0 and v["forecast"] in CFG_FORECASTS)
-
-
-def _cfg(m: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's CFG record (unguided for predictors made before l2p had CFG)."""
-    return dict(m.get("cfg", _UNGUIDED))
 
 
 def _hint(m: dict[str, Any], expect: Expect) -> str:
     """The command that makes a predictor like ``m`` for what ``expect`` asks."""
     steps = expect.steps if expect.steps is not None else m["num_steps"]
     full = expect.full_steps if expect.full_steps is not None else min(m["full_steps"], steps)
-    cfg = _cfg(m)
+    cfg = m["cfg"]
     scale = expect.cfg_scale if expect.cfg_scale is not None else cfg["scale"]
     forecast = expect.cfg_forecast if expect.cfg_forecast is not None else cfg["forecast"]
     return remake_hint(m["name"], m["method"], steps, full, expect.tap if expect.tap is not None else m["tap"],
@@ -376,7 +366,7 @@ def _check_expectations(root: Path, m: dict[str, Any], expect: Expect) -> None:
         raise MismatchError(f"{made}, but {expect.full_steps} full steps were asked for; drop --full-steps or {hint}")
     if expect.tap is not None and expect.tap != m["tap"]:
         raise MismatchError(f"{made}, but tap '{expect.tap}' was asked for; {hint}")
-    cfg = _cfg(m)
+    cfg = m["cfg"]
     if expect.cfg_scale is not None and expect.cfg_scale != cfg["scale"]:
         raise MismatchError(f"{made}, at --cfg-scale {cfg['scale']:g}, but --cfg-scale {expect.cfg_scale:g} was asked "
                             f"for; {hint}")

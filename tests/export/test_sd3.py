@@ -12,13 +12,12 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from l2p.errors import InputError  # noqa: E402
-from l2p.export.exporter import export_bundle  # noqa: E402
 from l2p.export.sd3 import SD3Adapter  # noqa: E402
 from l2p.metrics import psnr_db  # noqa: E402
 from l2p.sampling.pipeline import Sampler  # noqa: E402
 from l2p.sampling.settings import RunSettings  # noqa: E402
 
-from .conftest import rel_err, save_perturbed  # noqa: E402
+from .conftest import export_tiny, rel_err  # noqa: E402
 
 CONFIG = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
               num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=12,
@@ -33,10 +32,7 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def bundle(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = save_perturbed(model, tmp_path_factory.mktemp("sd3_src"))
-    out = tmp_path_factory.mktemp("sd3") / "bundle"
-    export_bundle(str(src), out, latent_size=(8, 8), log=lambda s: None)
-    return out
+    return export_tiny(model, tmp_path_factory, "sd3", (8, 8))
 
 
 @pytest.fixture(scope="module")

@@ -20,25 +20,19 @@ diffusers = pytest.importorskip("diffusers")
 
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator  # noqa: E402
 from l2p.calibration.capture import capture  # noqa: E402
-from l2p.export.exporter import export_bundle  # noqa: E402
 from l2p.sampling.pipeline import Sampler  # noqa: E402
 from l2p.sampling.settings import RunSettings  # noqa: E402
 
-from ..export.conftest import save_perturbed  # noqa: E402
+from ..export.conftest import export_tiny  # noqa: E402
+from ..export.test_sd3 import CONFIG  # noqa: E402
 
-CONFIG = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
-              num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=12,
-              pos_embed_max_size=16)
 STEPS = 8
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    src = save_perturbed(diffusers.SD3Transformer2DModel(**CONFIG).eval(), tmp_path_factory.mktemp("sd3_src"))
-    out = tmp_path_factory.mktemp("sd3cfg") / "bundle"
-    export_bundle(str(src), out, latent_size=(8, 8), log=lambda s: None)
-    return out
+    return export_tiny(diffusers.SD3Transformer2DModel(**CONFIG).eval(), tmp_path_factory, "sd3cfg", (8, 8))
 
 
 @pytest.fixture(scope="module")
