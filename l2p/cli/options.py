@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..families import FAMILIES
 from ..precision import Precision
 from ..predictor.artifact import CFG_FORECASTS
-from ..sampling.settings import METHOD_CHOICES, RunSettings
+from ..sampling.settings import DEFAULT_CFG_FORECAST, METHOD_CHOICES, RunSettings
 
 if TYPE_CHECKING:
     from ..sampling.pipeline import Sampler
@@ -102,7 +102,8 @@ def run_settings(a: argparse.Namespace) -> RunSettings:
     """The run settings of the parsed run and guidance options (checked here, once)."""
     return RunSettings(steps=a.steps, seed=getattr(a, "seed", 0), method=getattr(a, "method", "full"),
                        full_steps=getattr(a, "full_steps", None), guidance=getattr(a, "guidance", 3.5),
-                       cfg_scale=getattr(a, "cfg_scale", None), cfg_forecast=getattr(a, "cfg_forecast", "guided"))
+                       cfg_scale=getattr(a, "cfg_scale", None),
+                       cfg_forecast=getattr(a, "cfg_forecast", DEFAULT_CFG_FORECAST))
 
 
 # classifier-free guidance ------------------------------------------------------------------
@@ -117,10 +118,10 @@ def add_cfg_options(p: argparse.ArgumentParser) -> None:
                         "the arrays negative_<input name> (DiT: the null class)")
     g.add_argument("--negative-prompt", default="", metavar="TEXT",
                    help="negative prompt of every --prompt(s) under guidance (default: empty, as diffusers)")
-    g.add_argument("--cfg-forecast", default="guided", choices=CFG_FORECASTS,
-                   help="what cached methods forecast under guidance: the guided output (one history) or each "
-                        "branch (two histories, combined after); a calibrated predictor keeps the mode (and the "
-                        "scale) it was calibrated at")
+    g.add_argument("--cfg-forecast", default=DEFAULT_CFG_FORECAST, choices=CFG_FORECASTS,
+                   help="what cached methods forecast under guidance: each branch (two histories, combined after) "
+                        "or the guided output (one history); a calibrated predictor keeps the mode (and the scale) "
+                        "it was calibrated at")
 
 
 # conditioning -------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def open_sampler(a: argparse.Namespace, guidance: float = 3.5) -> Sampler:
     return Sampler(a.bundle, backend=getattr(a, "backend", "onnxruntime"), threads=a.threads,
                    guidance_scale=guidance, device=getattr(a, "device", "cpu"),
                    use_cuda_graph=getattr(a, "cuda_graph", False), cfg_scale=getattr(a, "cfg_scale", None),
-                   cfg_forecast=getattr(a, "cfg_forecast", "guided"))
+                   cfg_forecast=getattr(a, "cfg_forecast", DEFAULT_CFG_FORECAST))
 
 
 # output -------------------------------------------------------------------------------------

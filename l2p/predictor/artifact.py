@@ -141,8 +141,7 @@ def remake_hint(name: str, method: str, num_steps: int, full_steps: int, tap: st
     """The command that calibrates a predictor for the given settings."""
     if method != "l2p":  # fixed formulas need no calibration: they are built at sampling time
         return f"sample with --method {method} --steps {num_steps} --full-steps {full_steps} instead"
-    cfg = f" --cfg-scale {cfg_scale:g}" + (" --cfg-forecast branches" if cfg_scale > 1 and cfg_forecast == "branches"
-                                            else "")
+    cfg = f" --cfg-scale {cfg_scale:g}" + (f" --cfg-forecast {cfg_forecast}" if cfg_scale > 1 else "")
     return f"re-run: l2p calibrate BUNDLE --steps {num_steps} --full-steps {full_steps} --tap {tap} --name {name}{cfg}"
 
 

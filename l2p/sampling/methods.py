@@ -104,11 +104,11 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
 
 
 def cfg_flags(bundle: Bundle, settings: RunSettings | None) -> str:
-    """`` --cfg-scale G [--cfg-forecast branches]`` of a guided run (for remake commands), else ``""``."""
+    """`` --cfg-scale G --cfg-forecast MODE`` of a guided run (for remake commands), else ``""``."""
     if settings is None or effective_cfg_scale(bundle.family, settings.cfg_scale) == 1:
         return ""
     scale = effective_cfg_scale(bundle.family, settings.cfg_scale)
-    return f" --cfg-scale {scale:g}" + (" --cfg-forecast branches" if settings.cfg_forecast == "branches" else "")
+    return f" --cfg-scale {scale:g} --cfg-forecast {settings.cfg_forecast}"
 
 
 def make_forecaster(bundle: Bundle, settings: RunSettings, threads: int | None = None,

@@ -25,7 +25,7 @@ from .guidance import CFG, effective_cfg_scale, fusable, split_conditioning
 from .loop import Capture, Forecaster, LoopResult, denoise
 from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
-from .settings import RunSettings, check_cfg_forecast, check_cfg_scale, check_guidance
+from .settings import DEFAULT_CFG_FORECAST, RunSettings, check_cfg_forecast, check_cfg_scale, check_guidance
 from .text import check_text, load_tokenizers
 
 
@@ -70,7 +70,7 @@ class Sampler:
     def __init__(self, bundle: str | os.PathLike[str] | Bundle, backend: str = "onnxruntime",
                  threads: int | None = None, guidance_scale: float = 3.5, verify: bool = True,
                  device: str = "cpu", use_cuda_graph: bool = False, cfg_scale: float | None = None,
-                 cfg_forecast: str = "guided") -> None:
+                 cfg_forecast: str = DEFAULT_CFG_FORECAST) -> None:
         self.guidance_scale = check_guidance(guidance_scale)
         self.cfg_scale = check_cfg_scale(cfg_scale)
         self.cfg_forecast = check_cfg_forecast(cfg_forecast)

@@ -87,11 +87,12 @@ def test_sampling_matches_pipeline(bundle: Path, model: torch.nn.Module, cond: d
     assert np.array_equal(same, got)
 
 
-@pytest.mark.parametrize("scale", [4.0, 7.0])
+@pytest.mark.parametrize("scale, mode", [(4.0, "branches"), (7.0, "branches"), (7.0, "guided")])
 def test_cfg_matches_pipeline(bundle: Path, model: torch.nn.Module, cond: dict[str, np.ndarray],
-                              negative: dict[str, np.ndarray], scale: float) -> None:
-    """Classifier-free guidance from the same noise: both branches in one 2B call, and in two calls."""
-    sampler = Sampler(bundle, threads=2, cfg_scale=scale)
+                              negative: dict[str, np.ndarray], scale: float, mode: str) -> None:
+    """Classifier-free guidance from the same noise: both branches in one 2B call, and in two calls
+    (whatever the history would hold: the branches or the guided output)."""
+    sampler = Sampler(bundle, threads=2, cfg_scale=scale, cfg_forecast=mode)
     initial = sampler.rt.noise(seed=0, batch=2)
     ref = pipeline_latents(model, sampler, cond, initial, scale, negative)
     fused = sampler.sample({**cond, **negative}, seed=0, steps=10, initial=initial, decode=False)

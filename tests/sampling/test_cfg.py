@@ -77,13 +77,13 @@ def test_sample_records_both_branches(bundle: Path, cond: dict[str, np.ndarray],
     assert main(["sample", str(bundle), "--conditioning", str(tmp_path / "cond.npz"), "--steps", str(STEPS),
                  "--method", "fora", "--full-steps", "4", "--out", str(out)]) == 0
     rec = json.loads((out / "run.json").read_text())
-    assert (rec["cfg_scale"], rec["cfg_forecast"], rec["full_steps"]) == (7.0, "guided", 4)
+    assert (rec["cfg_scale"], rec["cfg_forecast"], rec["full_steps"]) == (7.0, "branches", 4)
     assert (rec["transformer_calls"], rec["transformer_evaluations"]) == (4, 8)
 
 
 def test_guided_trajectories_are_the_combination(bundle: Path, cond: dict[str, np.ndarray]) -> None:
     """Calibration captures, on every step, uncond + g (cond - uncond) of the transformer at that latent."""
-    sampler = Sampler(bundle, threads=2, cfg_scale=5.0)
+    sampler = Sampler(bundle, threads=2, cfg_scale=5.0, cfg_forecast="guided")
     traj = capture(sampler, cond, [0], 3)
     engine, rt = sampler.engine("transformer"), sampler.rt
     sampler_sched = diffusers.FlowMatchEulerDiscreteScheduler.from_config(sampler.bundle.scheduler_config())
@@ -111,7 +111,7 @@ def test_branch_forecast_of_a_linear_preset_equals_guided(bundle: Path, cond: di
         s = Sampler(bundle, threads=2, cfg_scale=4.0, cfg_forecast=mode)
         finals[mode] = s.run(cond, RunSettings(steps=STEPS, method="taylorseer2", full_steps=4, cfg_scale=4.0,
                                                cfg_forecast=mode), decode=False).final
-    full = Sampler(bundle, threads=2, cfg_scale=4.0).sample(cond, 0, STEPS, decode=False).final
+    full = Sampler(bundle, threads=2, cfg_scale=4.0, cfg_forecast="guided").sample(cond, 0, STEPS, decode=False).final
     assert psnr_db(finals["branches"], finals["guided"]) >= 80
     assert psnr_db(finals["guided"], full) < 80  # the forecasts do differ from full compute
 

@@ -16,7 +16,7 @@ from l2p.sampling.settings import Method, RunSettings
 def test_defaults_and_frozen() -> None:
     s = RunSettings()
     assert (s.steps, s.seed, s.method, s.full_steps, s.schedule, s.guidance) == (50, 0, "full", None, None, 3.5)
-    assert (s.cfg_scale, s.cfg_forecast) == (None, "guided")  # None: the family's diffusers default
+    assert (s.cfg_scale, s.cfg_forecast) == (None, "branches")  # None: the family's diffusers default
     assert RunSettings(cfg_scale=4).cfg_scale == 4.0 and type(RunSettings(cfg_scale=4).cfg_scale) is float
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.steps = 3  # type: ignore[misc]
