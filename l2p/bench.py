@@ -223,7 +223,7 @@ def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets:
     predictor (``{M}`` = each budget) that is missing or made for another bundle, step count or
     budget; the message says how to make a matching one."""
     from .predictor.artifact import load_predictor
-    from .sampling.methods import expectation
+    from .sampling.methods import cfg_flags, expectation
 
     for meth in methods:
         for m_budget in budgets:
@@ -234,7 +234,8 @@ def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets:
             if not (folder / "predictor.json").is_file():
                 raise InputError(f"--methods {meth}: bundle {sampler.bundle.root} has no predictor '{parsed.name}' "
                                  f"for budget {m_budget}; make it with: l2p calibrate {sampler.bundle.root} --steps "
-                                 f"{steps} --full-steps {m_budget} --name {parsed.name} (or bench --calibrate)")
+                                 f"{steps} --full-steps {m_budget} --name {parsed.name}"
+                                 f"{cfg_flags(sampler.bundle, sampler_settings(sampler))} (or bench --calibrate)")
             load_predictor(folder, expect=expectation(sampler.bundle, steps, m_budget, sampler_settings(sampler)))
 
 
