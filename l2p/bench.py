@@ -1,7 +1,8 @@
 """``l2p bench``: methods at equal budgets on the same seeds.
 
 For each method: full steps, transformer-FLOPs reduction counted from the ONNX graphs (predictor
-and head included), measured latency speedup of the denoising loop (median and range of
+and head included; under classifier-free guidance a computed step counts both branches, and a
+forecast of both branches counts the predictor at twice the batch), measured latency speedup of the denoising loop (median and range of
 interleaved rounds, :mod:`l2p.timing`; above the FLOPs reduction it is marked as noise), quality
 against full compute and peak resident memory. Torch-free.
 
@@ -33,8 +34,9 @@ from .errors import InputError
 from .predictor.presets import PRESETS
 from .predictor.schedule import interval_schedule
 from .sampling.loop import Forecaster
+from .sampling.guidance import split_conditioning
 from .sampling.methods import l2p_forecaster, preset_forecaster
-from .sampling.settings import Method
+from .sampling.settings import Method, RunSettings
 from .sampling.pipeline import Sampler, to_uint8
 from .timing import NOISE_NOTE, format_speedup, interleaved, is_noise
 
@@ -122,13 +124,19 @@ class Bench:
         self.log = log
         self.repeats = repeats
         b = sampler.bundle
-        dims = self._dims()
-        self.f_transformer = count_flops(b.onnx_path("transformer"), dims, strict=False)
+        self.cfg_scale = sampler.cfg_scale_of(RunSettings(cfg_scale=sampler.cfg_scale))
+        self.branch_forecast = self.cfg_scale > 1 and sampler.cfg_forecast == "branches"
+        pos, neg = split_conditioning(sampler.rt, cond, self.cfg_scale > 1)
+        dims = self._dims(pos)
+        self.f_transformer = count_flops(b.onnx_path("transformer"), dims, strict=False)  # one branch, one row
+        #: a computed step: both branches under guidance (the negative one at its own text length)
+        self.f_step = self.f_transformer + (0 if neg is None else
+                                            count_flops(b.onnx_path("transformer"), self._dims(neg), strict=False))
         self.f_head = count_flops(b.onnx_path("head"), dims, strict=False) if b.has("head") else 0
 
-    def _dims(self) -> dict[str, int]:
+    def _dims(self, cond: dict[str, np.ndarray]) -> dict[str, int]:
         shape = self.s.rt.latent_shape(1)
-        feed = self.s.rt.static_inputs({k: v[:1] for k, v in self.cond.items()})
+        feed = self.s.rt.static_inputs({k: v[:1] for k, v in cond.items()})
         dims = self.s.bundle.spec("transformer").check_feed(
             {**feed, **self.s.rt.step_inputs(np.zeros(shape, np.float32), 1.0)}, "bench")
         return dims
@@ -177,10 +185,10 @@ class Bench:
         if fc is None:
             return 1.0
         m = len(fc.table.computed)
-        pred = predictor_flops(fc, self.s.rt.latent_shape(1))
+        pred = predictor_flops(fc, self.s.rt.latent_shape(2 if self.branch_forecast else 1))
         extra = self.f_head if fc.tap != "output" else 0
-        total = m * self.f_transformer + (self.steps - m) * (pred + extra)
-        return self.steps * self.f_transformer / total
+        total = m * self.f_step + (self.steps - m) * (pred + extra)
+        return self.steps * self.f_step / total
 
 
 def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
@@ -200,6 +208,11 @@ def predictor_flops(fc: Forecaster, latent_shape: tuple[int, ...]) -> int:
     return count_flops(model, dims, strict=False)
 
 
+def sampler_settings(sampler: Sampler) -> RunSettings:
+    """The classifier-free guidance of ``sampler``'s runs, as settings (for predictor checks)."""
+    return RunSettings(cfg_scale=sampler.cfg_scale, cfg_forecast=sampler.cfg_forecast)
+
+
 def borrowed(owner: str) -> str:
     """The ``schedule`` label of a preset row run on the computed steps that predictor ``l2p:owner`` chose."""
     return f"of l2p:{owner}"
@@ -211,7 +224,7 @@ def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets:
     predictor (``{M}`` = each budget) that is missing or made for another bundle, step count,
     budget or (given a ``schedule``) other computed steps; the message says how to make a matching one."""
     from .predictor.artifact import load_predictor
-    from .sampling.methods import expectation
+    from .sampling.methods import cfg_flags, expectation
 
     for meth in methods:
         for m_budget in budgets:
@@ -222,8 +235,10 @@ def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets:
             if not (folder / "predictor.json").is_file():
                 raise InputError(f"--methods {meth}: bundle {sampler.bundle.root} has no predictor '{parsed.name}' "
                                  f"for budget {m_budget}; make it with: l2p calibrate {sampler.bundle.root} --steps "
-                                 f"{steps} --full-steps {m_budget} --name {parsed.name} (or bench --calibrate)")
-            load_predictor(folder, expect=expectation(sampler.bundle, steps, m_budget, schedule))
+                                 f"{steps} --full-steps {m_budget} --name {parsed.name}"
+                                 f"{cfg_flags(sampler.bundle, sampler_settings(sampler))} (or bench --calibrate)")
+            load_predictor(folder, expect=expectation(sampler.bundle, steps, m_budget, schedule,
+                                                      sampler_settings(sampler)))
 
 
 def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets: Sequence[int],
@@ -248,7 +263,8 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
                 continue
             parsed = Method.parse(meth.replace("{M}", str(m_budget)))
             if parsed.kind == "l2p":
-                fc = l2p_forecaster(sampler.bundle, parsed.name, steps, m_budget, schedule=schedule)
+                fc = l2p_forecaster(sampler.bundle, parsed.name, steps, m_budget, schedule=schedule,
+                                    settings=sampler_settings(sampler))
                 l2p_scheds.setdefault(fc.table.computed, parsed.name)
                 entries.append(Entry(str(parsed), fc, "own"))
         for meth in methods:
@@ -263,6 +279,8 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
     rows = bench.rows(entries)
     return {"bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash, "steps": steps,
             "seeds": list(seeds), "repeats": repeats, "transformer_flops": bench.f_transformer,
+            "transformer_flops_per_step": bench.f_step, "cfg_scale": bench.cfg_scale,
+            "cfg_forecast": sampler.cfg_forecast if bench.cfg_scale > 1 else None,
             "rows": [asdict(r) for r in rows]}
 
 

@@ -39,6 +39,9 @@ class Family:
         runtime: ``"module:Class"`` of its torch-free :class:`~l2p.sampling.families.base.FamilyRuntime`.
         default_scheduler: the diffusers scheduler config written into a bundle exported from a
             transformer-only folder (one without ``scheduler/scheduler_config.json``).
+        cfg_scale: the classifier-free guidance scale the family's diffusers pipeline uses by
+            default (``guidance_scale``; Qwen-Image's ``true_cfg_scale``), the one place l2p keeps
+            it; ``None``: the family has no classifier-free guidance (FLUX.1 embeds its guidance).
     """
 
     name: str
@@ -46,6 +49,7 @@ class Family:
     adapter: str
     runtime: str
     default_scheduler: Mapping[str, Any]
+    cfg_scale: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_scheduler", MappingProxyType(dict(self.default_scheduler)))
@@ -68,30 +72,32 @@ FAMILIES: tuple[Family, ...] = (
            "l2p.export.flux:FluxAdapter", "l2p.sampling.families.flux:FluxRuntime", {
         "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0,
         "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256,
-        "max_image_seq_len": 4096}),
+        "max_image_seq_len": 4096}, cfg_scale=None),
     # stabilityai/stable-diffusion-3-medium-diffusers (SD3.5 uses the same)
     Family("sd3", "SD3Transformer2DModel",
            "l2p.export.sd3:SD3Adapter", "l2p.sampling.families.sd3:SD3Runtime", {
-        "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}),
+        "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0},
+        cfg_scale=7.0),
     # facebook/DiT-XL-2-256 (diffusers' convert_dit_to_diffusers.py)
     Family("dit", "DiTTransformer2DModel",
            "l2p.export.dit:DiTAdapter", "l2p.sampling.families.dit:DiTRuntime", {
         "_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
         "beta_schedule": "linear", "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 0,
-        "prediction_type": "epsilon"}),
+        "prediction_type": "epsilon"}, cfg_scale=4.0),
     # PixArt-alpha/PixArt-XL-2-1024-MS (DPMSolverMultistepScheduler defaults)
     Family("pixart", "PixArtTransformer2DModel",
            "l2p.export.pixart:PixArtAdapter", "l2p.sampling.families.pixart:PixArtRuntime", {
         "_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001,
         "beta_end": 0.02, "beta_schedule": "linear", "solver_order": 2, "prediction_type": "epsilon",
         "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True,
-        "timestep_spacing": "linspace", "steps_offset": 0}),
+        "timestep_spacing": "linspace", "steps_offset": 0}, cfg_scale=4.5),
     # Qwen/Qwen-Image
     Family("qwenimage", "QwenImageTransformer2DModel",
            "l2p.export.qwenimage:QwenImageAdapter", "l2p.sampling.families.qwenimage:QwenImageRuntime", {
         "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
         "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 0.9, "base_image_seq_len": 256,
-        "max_image_seq_len": 8192, "shift_terminal": 0.02, "time_shift_type": "exponential"}),
+        "max_image_seq_len": 8192, "shift_terminal": 0.02, "time_shift_type": "exponential"},
+        cfg_scale=4.0),
 )
 
 

@@ -1,6 +1,8 @@
 """``run.json``: what a sampling run needs to be reproduced and explained.
 
-Besides the settings (bundle and its hash, method, steps, seed, conditioning) it records the
+Besides the settings (bundle and its hash, method, steps, seed, conditioning, the classifier-free
+guidance scale and forecast mode, and how many transformer calls and evaluations the run made:
+under guidance each computed step evaluates both branches, in one call or two) it records the
 versions of l2p, ONNX Runtime, numpy and Python, the engine thread count, the image size, for
 ``l2p:NAME`` runs the predictor (name, sha256 of its ``predictor.json`` and coefficients,
 schedule, K, tap, calibration score), and for bundles of a built-in model the caption checker's
@@ -32,11 +34,12 @@ def predictor_record(bundle: Bundle, settings: RunSettings) -> dict[str, Any] | 
     if method.kind != "l2p":
         return None
     folder = bundle.predictors_dir / method.name
-    pred = load_predictor(folder, expect=expectation(bundle, settings.steps))
+    pred = load_predictor(folder, expect=expectation(bundle, settings.steps, settings=settings))
     return {"name": pred.name, **fingerprint(folder), "tap": pred.tap, "K": pred.K, "steps": pred.num_steps,
             "full_steps": len(pred.schedule), "schedule": list(pred.schedule),
             "calibration_psnr_db": pred.fit_stats.get("calibration_psnr_db"),
-            "calibration_metric": pred.fit_stats.get("calibration_metric")}
+            "calibration_metric": pred.fit_stats.get("calibration_metric"), "cfg_scale": pred.cfg_scale,
+            "cfg_forecast": pred.cfg_forecast}
 
 
 def checker_verdicts(bundle: Bundle, images: np.ndarray | None,
@@ -66,14 +69,17 @@ def run_record(sampler: Sampler, settings: RunSettings, res: SampleResult, *, pr
         fields: the CLI's own fields (backend, device, conditioning file, ...), recorded as given.
     """
     shape = None if res.images is None or not res.images.size else list(res.images.shape[1:3])
+    scale = sampler.cfg_scale_of(settings)
     return {
         "bundle": str(Path(sampler.bundle.root).resolve()), "bundle_hash": sampler.bundle.hash,
         "method": settings.method, "steps": settings.steps, "full_steps": res.loop.computed_steps,
-        "seed": settings.seed, "guidance": settings.guidance, "rows": int(res.final.shape[0]), **fields,
+        "seed": settings.seed, "guidance": settings.guidance, "cfg_scale": scale,
+        "cfg_forecast": settings.cfg_forecast if scale > 1 else None, "rows": int(res.final.shape[0]), **fields,
         "prompts": list(prompts), "versions": versions(), "threads": threads, "image_size": shape,
         "latent_shape": list(res.final.shape[1:]), "predictor": predictor_record(sampler.bundle, settings),
         "checker": checker_verdicts(sampler.bundle, res.images, prompts),
         "timings": {"denoise_s": res.seconds, "per_step_s": [s.seconds for s in res.loop.steps]},
         "computed_steps": [s.index for s in res.loop.steps if s.computed],
+        "transformer_calls": res.loop.transformer_calls, "transformer_evaluations": res.loop.transformer_evaluations,
         "images": [p.name for p in images], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

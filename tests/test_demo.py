@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from l2p.models import BUILTIN
@@ -151,3 +152,22 @@ def test_builtin_model_names_the_words_it_knows(demo_run: tuple[Path, str], tmp_
     assert err.startswith("error: ") and err.count("\n") == 1 and "tokens" not in err
     assert all(w in err for w in words), err
     assert not (tmp_path / "run.json").exists()
+
+
+def test_negative_prompt_is_encoded_as_diffusers(demo_run: tuple[Path, str]) -> None:
+    """Under guidance the negative prompt (diffusers' default: empty) goes through the same text
+    encoders, one row per prompt: the arrays equal FluxPipeline.encode_prompt's for that text."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    from l2p.sampling.pipeline import Sampler
+
+    s = Sampler(demo_run[0] / "bundle")
+    cond = s.encode(["a red circle at the top left", "a blue square at the bottom right"], negative_prompt="")
+    assert cond["negative_encoder_hidden_states"].shape == cond["encoder_hidden_states"].shape
+    pipe = diffusers.FluxPipeline.from_pretrained(str(BUILTIN["tiny-flux"]), local_files_only=True)
+    with torch.no_grad():
+        hidden, pooled, _ = pipe.encode_prompt(prompt=["", ""], prompt_2=None,
+                                               max_sequence_length=cond["encoder_hidden_states"].shape[1])
+    for got, ref in ((cond["negative_encoder_hidden_states"], hidden), (cond["negative_pooled_projections"], pooled)):
+        ref = ref.numpy()
+        assert np.linalg.norm(got - ref) <= 1e-5 * np.linalg.norm(ref)

@@ -31,6 +31,7 @@ from ..progress import BarFactory, bar_of, no_bar
 from ..safe_io import load_npz, make_dirs
 from ..sampling.methods import expectation, feature_spec, forecaster_from_table
 from ..sampling.pipeline import Sampler
+from ..sampling.guidance import split_conditioning
 from ..sampling.settings import RunSettings
 from ..spec import TensorSpec
 from .capture import Trajectories, capture
@@ -146,6 +147,10 @@ class Calibrator:
         self.bundle = sampler.bundle
         self.cond = select_rows(self.sampler.check_conditioning(cond, "calibration conditioning"), cfg.rows)
         self.cfg = cfg
+        # classifier-free guidance: the sampler's; calibration captures the guided trajectories
+        self.cfg_scale = sampler.cfg_scale_of(RunSettings(cfg_scale=sampler.cfg_scale))
+        self.cfg_forecast = sampler.cfg_forecast if self.cfg_scale > 1 else "guided"
+        split_conditioning(sampler.rt, self.cond, self.cfg_scale > 1)  # missing negative arrays: refused now
         self.log = log
         self.fit_cfg = cfg.search_variants()[0]
         self.num_rows = len(next(iter(self.cond.values())))
@@ -158,7 +163,8 @@ class Calibrator:
 
     # trajectories ---------------------------------------------------------------------------
     def full_trajectories(self) -> Trajectories:
-        key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}".encode()).hexdigest()[:24]
+        guided = f"-cfg{self.cfg_scale!r}-{self.cfg_forecast}" if self.cfg_scale > 1 else ""
+        key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}{guided}".encode()).hexdigest()[:24]
         rel = f"predictors/.cache/traj-{key}.npz"
         path = self.bundle.path(rel, "trajectory cache")  # refuses links on the way
         rows = self.num_rows
@@ -184,7 +190,8 @@ class Calibrator:
     def fit(self, traj: Trajectories, schedule: tuple[int, ...],
             fit_cfg: FitConfig | None = None) -> tuple[CoefficientTable, dict[str, Any]]:
         f = fit_cfg or self.fit_cfg
-        return fit_table(traj.features[self.cfg.tap], traj.latents if f.uses_latents else None, schedule, f)
+        latents = traj.feature_latents(self.cfg.tap) if f.uses_latents else None
+        return fit_table(traj.features[self.cfg.tap], latents, schedule, f)
 
     @property
     def metric(self) -> str:
@@ -275,7 +282,8 @@ class Calibrator:
     def _run(self) -> Predictor:
         cfg = self.cfg
         folder = self.bundle.predictor_dir(cfg.name)
-        settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash}))
+        guided = {"cfg_scale": self.cfg_scale, "cfg_forecast": self.cfg_forecast} if self.cfg_scale > 1 else {}
+        settings = json.loads(json.dumps({**asdict(cfg), "conditioning_sha256": self.cond_hash, **guided}))
         try:
             old = load_predictor(folder, expect=expectation(self.bundle, cfg.steps))
             if old.created_by == settings:
@@ -351,13 +359,15 @@ class Calibrator:
         folder = self.bundle.predictor_dir(cfg.name, create=True)  # refuses links on the way
         pred = save_predictor(folder, table=table, feature_spec=fspec, name=cfg.name, method="l2p", tap=cfg.tap,
                               bundle_hash=self.bundle.hash, scheduler_hash=self.bundle.scheduler_hash,
-                              latent_spec=lspec, fit_stats=stats, created_by=settings)
+                              latent_spec=lspec, fit_stats=stats, created_by=settings,
+                              cfg_scale=self.cfg_scale, cfg_forecast=self.cfg_forecast)
         fid = projection_fidelity(traj.features[cfg.tap], f.K)
         write_bytes(folder / "fidelity.txt", (fidelity_table(fid, stats["rel_residual"]) + "\n").encode())
         plot_fidelity(fid, folder / "fidelity.png", f.K, stats["rel_residual"], schedule)
         share = float(np.mean(fid[1:] > 0.95))
         self.log(f"projection fidelity > 0.95 on {share:.0%} of steps (table: {folder / 'fidelity.txt'})")
-        self.log(f"wrote predictor {folder} (schedule {list(schedule)})")
+        guided = f", CFG scale {self.cfg_scale:g}, forecasting the {self.cfg_forecast}" if self.cfg_scale > 1 else ""
+        self.log(f"wrote predictor {folder} (schedule {list(schedule)}{guided})")
         return pred
 
 

@@ -2,7 +2,9 @@
 
 A trajectory is one (condition row, seed) pair: the latent fed to the transformer on every step
 and the tapped features. Arrays are stacked as ``(T, N, *feature_shape)`` float32 where ``T`` is
-the number of trajectories and ``N`` the step count.
+the number of trajectories and ``N`` the step count. Under classifier-free guidance the features
+are what the predictor forecasts: the guided output, or with ``--cfg-forecast branches`` both
+branches of the row, ``(T, N, 2, *feature_shape)`` (``[uncond, cond]``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class Trajectories:
     Attributes:
         latents: ``(T, N, *shape)`` float32: the latent fed to the model on each step.
         features: tap -> ``(T, N, *shape_tap)`` float32: the *true* feature on each step
-            (the transformer's, also on forecast steps when captured in shadow mode).
+            (the transformer's, also on forecast steps when captured in shadow mode); with both
+            CFG branches forecast, ``(T, N, 2, *shape_tap)``.
         finals: ``(T, *shape)`` float32: the final latent of each run.
     """
 
@@ -60,6 +63,13 @@ class Trajectories:
         return Trajectories(self.latents[index], {k: v[index] for k, v in self.features.items()},
                             self.finals[index])
 
+    def feature_latents(self, tap: str) -> np.ndarray:
+        """The latents beside ``tap``'s features, shaped like them (repeated over the CFG branches)."""
+        feats = self.features[tap]
+        if feats.ndim == self.latents.ndim + 1:  # (T, N, 2, ...): both branches see the same latent
+            return np.repeat(self.latents[:, :, None], feats.shape[2], axis=2)
+        return self.latents
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Trajectories:
         feats = {k[len("feature_"):]: v for k, v in arrays.items() if k.startswith("feature_")}
@@ -88,6 +98,8 @@ def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int],
             lat_steps.append(v.latents.copy())
             feats = v.features if v.computed or not shadow else (v.true_features or {})
             for tap, f in feats.items():
+                if v.branches > 1:  # (2B, ...) as [uncond; cond] -> (B, 2, ...)
+                    f = f.reshape(v.branches, -1, *f.shape[1:]).swapaxes(0, 1)
                 feat_steps.setdefault(tap, []).append(f.copy())
 
         res = sampler.sample(cond, seed, steps, forecaster=forecaster, capture=grab, decode=False,

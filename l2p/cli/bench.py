@@ -9,9 +9,9 @@ from pathlib import Path
 from ..errors import InputError
 from ..predictor.presets import PRESETS
 from ..predictor.schedule import check_count
-from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
-                      add_run_options, add_schedule_option, check_conditioning_args, conditioning, open_sampler,
-                      positive)
+from .options import (add_bundle_argument, add_cfg_options, add_conditioning_options, add_engine_options,
+                      add_output_options, add_run_options, add_schedule_option, check_conditioning_args,
+                      conditioning, open_sampler, positive, run_settings)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "(default: 10, or the count of --schedule)")
     add_schedule_option(b, "run every method on these computed steps instead of the even interval (presets run on "
                            "them; l2p:NAME predictors must have been calibrated for them; --calibrate fixes them)")
+    add_cfg_options(b)
     b.add_argument("--methods", default="fora,taylorseer1,taylorseer2,lagrange2", metavar="METHOD,...",
                    help=f"comma-separated: presets ({', '.join(PRESETS)}) and l2p:NAME predictors of the bundle "
                         "({M} in a name = the budget, e.g. l2p:mine-{M})")

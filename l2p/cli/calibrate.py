@@ -6,8 +6,8 @@ import argparse
 
 from ..calibration.fit import PRIORS, SOLVERS
 from ..sampling.loop import TAPS
-from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_run_options,
-                      check_conditioning_args, conditioning, non_negative, open_sampler, positive)
+from .options import (add_bundle_argument, add_cfg_options, add_conditioning_options, add_engine_options,
+                      add_run_options, check_conditioning_args, conditioning, non_negative, open_sampler, positive)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--holdout", type=float, default=0.0, metavar="F",
                    help="keep this fraction of the rows (of the seeds, with one row) out of every fit; the schedule "
                         "search scores on them and their score is printed and stored (e.g. 0.25; 0: none)")
+    add_cfg_options(c)
     c.add_argument("--name", default="default", help="predictor name (use with --method l2p:NAME)")
     c.add_argument("--seeds", type=int, default=4, metavar="N",
                    help="seeds per condition (calibration set size, 1..256)")

@@ -2,6 +2,7 @@
 
 - run: ``--steps``, ``--full-steps`` (and for sampling ``--seed``, ``--method``, ``--guidance``)
   -> :class:`~l2p.sampling.settings.RunSettings`, the one place they are checked;
+- classifier-free guidance: ``--cfg-scale``, ``--negative-prompt``, ``--cfg-forecast``;
 - conditioning: ``--prompt TEXT...`` or ``--prompts FILE``, or ``--conditioning COND.npz`` -> arrays;
 - engine: ``--backend``, ``--device``, ``--cuda-graph``, ``--threads`` -> an opened
   :class:`~l2p.sampling.pipeline.Sampler` (the bundle is opened and verified here, once);
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.registry import BACKENDS
 from ..errors import InputError
+from ..families import FAMILIES
 from ..precision import Precision
-from ..sampling.settings import METHOD_CHOICES, RunSettings
+from ..predictor.artifact import CFG_FORECASTS
+from ..sampling.settings import DEFAULT_CFG_FORECAST, METHOD_CHOICES, RunSettings
 
 if TYPE_CHECKING:
     from ..sampling.pipeline import Sampler
@@ -102,13 +105,33 @@ def add_schedule_option(p: argparse.ArgumentParser, text: str) -> None:
 
 
 def run_settings(a: argparse.Namespace) -> RunSettings:
-    """The run settings of the parsed run options (checked here, once)."""
+    """The run settings of the parsed run and guidance options (checked here, once)."""
     from ..predictor.schedule import split_steps
 
     schedule = split_steps(a.schedule) if getattr(a, "schedule", None) else None
     return RunSettings(steps=a.steps, seed=getattr(a, "seed", 0), method=getattr(a, "method", "full"),
                        full_steps=getattr(a, "full_steps", None), schedule=schedule,
-                       guidance=getattr(a, "guidance", 3.5))
+                       guidance=getattr(a, "guidance", 3.5),
+                       cfg_scale=getattr(a, "cfg_scale", None),
+                       cfg_forecast=getattr(a, "cfg_forecast", DEFAULT_CFG_FORECAST))
+
+
+# classifier-free guidance ------------------------------------------------------------------
+def add_cfg_options(p: argparse.ArgumentParser) -> None:
+    """``--cfg-scale``, ``--negative-prompt`` and ``--cfg-forecast`` (one group)."""
+    defaults = ", ".join(f"{f.name} {f.cfg_scale:g}" for f in FAMILIES if f.cfg_scale is not None)
+    none = ", ".join(f.name for f in FAMILIES if f.cfg_scale is None)
+    g = p.add_argument_group("classifier-free guidance")
+    g.add_argument("--cfg-scale", type=float, metavar="G",
+                   help=f"guidance scale; 1 turns it off (default: the family's diffusers default: {defaults}; "
+                        f"{none} has none: its guidance is --guidance). With --conditioning, the negative rows are "
+                        "the arrays negative_<input name> (DiT: the null class)")
+    g.add_argument("--negative-prompt", default="", metavar="TEXT",
+                   help="negative prompt of every --prompt(s) under guidance (default: empty, as diffusers)")
+    g.add_argument("--cfg-forecast", default=DEFAULT_CFG_FORECAST, choices=CFG_FORECASTS,
+                   help="what cached methods forecast under guidance: each branch (two histories, combined after) "
+                        "or the guided output (one history); a calibrated predictor keeps the mode (and the scale) "
+                        "it was calibrated at")
 
 
 # conditioning -------------------------------------------------------------------------------
@@ -133,14 +156,17 @@ def check_conditioning_args(a: argparse.Namespace) -> None:
 
 
 def conditioning(sampler: Sampler, a: argparse.Namespace) -> dict[str, Any]:
-    """The conditioning rows: the prompts through the bundle's text encoders, or the COND.npz."""
+    """The conditioning rows: the prompts through the bundle's text encoders (and under guidance
+    the negative prompt's, as ``negative_*`` arrays), or the COND.npz."""
     from ..calibration.calibrate import read_prompts
 
     check_conditioning_args(a)
+    guided = sampler.cfg_scale_of(run_settings(a)) > 1
+    negative = getattr(a, "negative_prompt", "") if guided else None
     if getattr(a, "prompts", None):
-        return sampler.encode(read_prompts(a.prompts))
+        return sampler.encode(read_prompts(a.prompts), negative)
     if getattr(a, "prompt", None):
-        return sampler.encode(list(a.prompt))
+        return sampler.encode(list(a.prompt), negative)
     return sampler.load_conditioning(a.conditioning)
 
 
@@ -157,12 +183,13 @@ def add_engine_options(p: argparse.ArgumentParser, device: bool = True) -> None:
 
 
 def open_sampler(a: argparse.Namespace, guidance: float = 3.5) -> Sampler:
-    """Open and verify ``a.bundle`` once, with the parsed engine options."""
+    """Open and verify ``a.bundle`` once, with the parsed engine and guidance options."""
     from ..sampling.pipeline import Sampler
 
     return Sampler(a.bundle, backend=getattr(a, "backend", "onnxruntime"), threads=a.threads,
                    guidance_scale=guidance, device=getattr(a, "device", "cpu"),
-                   use_cuda_graph=getattr(a, "cuda_graph", False))
+                   use_cuda_graph=getattr(a, "cuda_graph", False), cfg_scale=getattr(a, "cfg_scale", None),
+                   cfg_forecast=getattr(a, "cfg_forecast", DEFAULT_CFG_FORECAST))
 
 
 # output -------------------------------------------------------------------------------------

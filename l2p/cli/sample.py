@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..sampling.settings import METHOD_CHOICES
-from .options import (add_bundle_argument, add_conditioning_options, add_engine_options, add_output_options,
-                      add_run_options, add_schedule_option, check_conditioning_args, conditioning, open_sampler,
+from .options import (add_bundle_argument, add_cfg_options, add_conditioning_options, add_engine_options,
+                      add_output_options, add_run_options, add_schedule_option, check_conditioning_args,
+                      conditioning, open_sampler,
                       run_settings)
 
 
@@ -21,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_run_options(s)
     add_schedule_option(s, "the steps that run the transformer, as many as --full-steps (which it sets): a preset "
                            "runs on them; --method l2p:NAME checks that its predictor was calibrated for them")
+    add_cfg_options(s)
     s.add_argument("--initial-latents", metavar="LATENTS.npz",
                    help="latents.npz of an earlier run: rerun from its 'initial' noise")
     add_engine_options(s)
@@ -71,6 +73,7 @@ def run(a: argparse.Namespace) -> int:
         save_npz(stage / "latents.npz", initial=res.initial, final=res.final)
         record = run_record(sampler, settings, res, prompts=prompts, images=paths, threads=threads, index=a.index,
                             backend=a.backend, device=a.device,
+                            negative_prompt=a.negative_prompt if prompts and sampler.cfg_scale_of(settings) > 1 else None,
                             conditioning=str(a.conditioning) if a.conditioning else None,
                             initial_latents=str(a.initial_latents) if a.initial_latents else None)
         write_json(stage / "run.json", {"format": RUN_FORMAT, **record})

@@ -113,6 +113,11 @@ class Engine(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} sets device_io but does not implement _run_device")
 
+    def accepts(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        """Whether the engine can run inputs of these shapes (beyond the spec's own check): True
+        unless the backend has fixed limits (a TensorRT plan's optimisation profile)."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources."""
 

@@ -167,6 +167,12 @@ class TrtEngine(Engine):
 
     # -- shapes, buffers, execution ------------------------------------------------------------
 
+    def accepts(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        """Whether every shape lies inside the plan's optimisation profile."""
+        return all(n in self._ranges and len(s) == len(self._ranges[n][0])
+                   and all(a <= v <= b for v, a, b in zip(s, self._ranges[n][0], self._ranges[n][2]))
+                   for n, s in shapes.items())
+
     def _set_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         """Set input shapes (checked against the profile); return the output shapes."""
         for n, s in shapes.items():

@@ -10,11 +10,12 @@ Layout::
 
 ``predictor.json`` holds the format and version, the name, the method (``"l2p"`` or a preset
 name), the tapped feature, the step count and schedule, ``K``, whether latents are used, the
-bundle hash and scheduler hash it was calibrated for, free-form fit statistics, the settings
-that made it, and the sha256 and size of every other file. :func:`load_predictor` verifies all
-of it and, given an :class:`Expect`, refuses a predictor made for another bundle, scheduler
-config, step count, budget, tap or feature shape with a :class:`~l2p.errors.MismatchError` that
-says how to make a matching one. All these compatibility checks live there.
+bundle hash, scheduler hash and classifier-free guidance (``cfg``: scale, forecast mode; absent
+= unguided) it was calibrated for, free-form fit statistics, the settings that made it, and the
+sha256 and size of every other file. :func:`load_predictor` verifies all of it and, given an
+:class:`Expect`, refuses a predictor made for another bundle, scheduler config, step count,
+budget, tap, feature shape or CFG with a :class:`~l2p.errors.MismatchError` that says how to
+make a matching one. All these compatibility checks live there.
 
 Torch-free.
 """
@@ -44,7 +45,10 @@ _KEYS = {
     "schedule", "K", "uses_latents", "bundle_hash", "scheduler_hash", "coefficient_dtype",
     "feature", "latent", "fit_stats", "created_by", "files",
 }
+_OPTIONAL_KEYS = {"cfg"}  # absent in predictors made before classifier-free guidance: unguided
 COEFFICIENT_DTYPE = {"fit": "float64", "npz": "float64", "onnx": "float32"}
+#: what a predictor forecasts under classifier-free guidance: the combined output, or each branch
+CFG_FORECASTS = ("guided", "branches")
 MAX_NAME = 64  # predictor names are folder names; file systems allow 255 bytes
 
 
@@ -62,6 +66,8 @@ class Expect:
         features: the features the bundle provides, one :class:`~l2p.spec.TensorSpec` per tap,
             named by the tap (``"output"``, ``"residual"``); the predictor's tap must be one of
             them, with the same dtype and shape.
+        cfg_scale, cfg_forecast: the run's classifier-free guidance scale (1.0: unguided) and
+            forecast mode (compared only when both the run and the predictor are guided).
     """
 
     bundle_hash: str | None = None
@@ -71,6 +77,8 @@ class Expect:
     tap: str | None = None
     features: tuple[TensorSpec, ...] | None = None
     schedule: tuple[int, ...] | None = None
+    cfg_scale: float | None = None
+    cfg_forecast: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +98,8 @@ class Predictor:
         created_by: the settings that made it.
         graph: the serialized predictor graph, built from ``table`` (what engines should load:
             :func:`load_predictor` has checked that ``predictor.onnx`` is this same graph).
+        cfg_scale: the classifier-free guidance scale it was calibrated at (1.0: unguided).
+        cfg_forecast: what it forecasts under CFG: ``guided`` (the combined output) or ``branches``.
     """
 
     root: Path
@@ -103,6 +113,8 @@ class Predictor:
     fit_stats: dict[str, Any] = field(default_factory=dict)
     created_by: dict[str, Any] = field(default_factory=dict)
     graph: bytes = b""
+    cfg_scale: float = 1.0
+    cfg_forecast: str = "guided"
 
     @property
     def onnx_path(self) -> Path:
@@ -126,11 +138,13 @@ class Predictor:
         return self.table.uses_latents
 
 
-def remake_hint(name: str, method: str, num_steps: int, full_steps: int, tap: str) -> str:
+def remake_hint(name: str, method: str, num_steps: int, full_steps: int, tap: str, cfg_scale: float = 1.0,
+                cfg_forecast: str = "guided") -> str:
     """The command that calibrates a predictor for the given settings."""
     if method != "l2p":  # fixed formulas need no calibration: they are built at sampling time
         return f"sample with --method {method} --steps {num_steps} --full-steps {full_steps} instead"
-    return f"re-run: l2p calibrate BUNDLE --steps {num_steps} --full-steps {full_steps} --tap {tap} --name {name}"
+    cfg = f" --cfg-scale {cfg_scale:g}" + (f" --cfg-forecast {cfg_forecast}" if cfg_scale > 1 else "")
+    return f"re-run: l2p calibrate BUNDLE --steps {num_steps} --full-steps {full_steps} --tap {tap} --name {name}{cfg}"
 
 
 def save_predictor(
@@ -146,6 +160,8 @@ def save_predictor(
     latent_spec: TensorSpec | None = None,
     fit_stats: dict[str, Any] | None = None,
     created_by: dict[str, Any] | None = None,
+    cfg_scale: float = 1.0,
+    cfg_forecast: str = "guided",
 ) -> Predictor:
     """Write a predictor folder atomically (``predictor.json`` last) and return it.
 
@@ -158,10 +174,14 @@ def save_predictor(
         scheduler_hash: sha256 of the scheduler config (:attr:`~l2p.bundle.Bundle.scheduler_hash`).
         latent_spec: one latent, required when ``table.uses_latents``.
         fit_stats, created_by: JSON-serialisable dicts.
+        cfg_scale, cfg_forecast: the classifier-free guidance it was calibrated under.
 
     Raises:
-        InputError: for empty names or non-JSON statistics/settings, or bad specs.
+        InputError: for empty names or non-JSON statistics/settings, bad specs or CFG settings.
     """
+    if not _is_cfg({"scale": cfg_scale, "forecast": cfg_forecast}):
+        raise InputError(f"save_predictor: cfg_scale {cfg_scale!r} / cfg_forecast {cfg_forecast!r}: need a scale "
+                         f">= 1 and one of {list(CFG_FORECASTS)}")
     for what, value in (("name", name), ("method", method), ("tap", tap), ("bundle_hash", bundle_hash),
                         ("scheduler_hash", scheduler_hash)):
         if not isinstance(value, str) or not value:
@@ -205,13 +225,14 @@ def save_predictor(
         "coefficient_dtype": COEFFICIENT_DTYPE,
         "feature": feature_spec.to_dict(),
         "latent": latent_spec.to_dict() if (latent_spec is not None and table.uses_latents) else None,
+        "cfg": {"scale": float(cfg_scale), "forecast": cfg_forecast},
         "fit_stats": fit_stats,
         "created_by": created_by,
         "files": files,
     }
     write_json(root / MANIFEST, manifest)
     return Predictor(root, name, method, tap, table, io_spec, bundle_hash, scheduler_hash, fit_stats, created_by,
-                     graph)
+                     graph, float(cfg_scale), cfg_forecast)
 
 
 def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = None) -> Predictor:
@@ -250,8 +271,10 @@ def load_predictor(directory: str | os.PathLike[str], expect: Expect | None = No
     if expect.features is not None:
         _check_feature(m, feature_spec, expect)
     graph = bound_graph(root, m["name"], table, feature_spec, latent_spec)
+    cfg = m["cfg"]
     return Predictor(root, m["name"], m["method"], m["tap"], table, io_spec, m["bundle_hash"],
-                     m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]), graph)
+                     m["scheduler_hash"], dict(m["fit_stats"]), dict(m["created_by"]), graph,
+                     float(cfg["scale"]), str(cfg["forecast"]))
 
 
 def fingerprint(directory: str | os.PathLike[str]) -> dict[str, str]:
@@ -292,12 +315,13 @@ def _read_manifest(root: Path) -> dict[str, Any]:
             f"predictor {root} has format version {version!r}; this l2p reads version {FORMAT_VERSION}: "
             + ("upgrade l2p" if newer else "re-calibrate it")
         )
-    unknown, missing = sorted(set(m) - _KEYS), sorted(_KEYS - set(m))
+    unknown, missing = sorted(set(m) - _KEYS - _OPTIONAL_KEYS), sorted(_KEYS - set(m))
     if unknown or missing:
         raise ArtifactError(
             f"predictor {root}: {MANIFEST} has unknown keys {unknown} and lacks keys {missing}; "
             "it was edited or made by another tool; re-calibrate it"
         )
+    m.setdefault("cfg", {"scale": 1.0, "forecast": "guided"})  # made before l2p had CFG: unguided
     checks = {
         "name": isinstance(m["name"], str), "method": isinstance(m["method"], str),
         "tap": isinstance(m["tap"], str), "bundle_hash": isinstance(m["bundle_hash"], str),
@@ -307,7 +331,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         "schedule": isinstance(m["schedule"], list) and all(_is_int(s) for s in m["schedule"]),
         "uses_latents": isinstance(m["uses_latents"], bool),
         "fit_stats": isinstance(m["fit_stats"], dict), "created_by": isinstance(m["created_by"], dict),
-        "files": isinstance(m["files"], dict),
+        "files": isinstance(m["files"], dict), "cfg": _is_cfg(m["cfg"]),
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
@@ -315,11 +339,20 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return m
 
 
+def _is_cfg(v: Any) -> bool:
+    return (isinstance(v, dict) and set(v) == {"scale", "forecast"} and isinstance(v["scale"], (int, float))
+            and not isinstance(v["scale"], bool) and 1.0 <= v["scale"] <= 1000.0 and v["forecast"] in CFG_FORECASTS)
+
+
 def _hint(m: dict[str, Any], expect: Expect) -> str:
     """The command that makes a predictor like ``m`` for what ``expect`` asks."""
     steps = expect.steps if expect.steps is not None else m["num_steps"]
     full = expect.full_steps if expect.full_steps is not None else min(m["full_steps"], steps)
-    return remake_hint(m["name"], m["method"], steps, full, expect.tap if expect.tap is not None else m["tap"])
+    cfg = m["cfg"]
+    scale = expect.cfg_scale if expect.cfg_scale is not None else cfg["scale"]
+    forecast = expect.cfg_forecast if expect.cfg_forecast is not None else cfg["forecast"]
+    return remake_hint(m["name"], m["method"], steps, full, expect.tap if expect.tap is not None else m["tap"],
+                       scale, forecast)
 
 
 def _check_expectations(root: Path, m: dict[str, Any], expect: Expect) -> None:
@@ -339,6 +372,14 @@ def _check_expectations(root: Path, m: dict[str, Any], expect: Expect) -> None:
                             f"BUNDLE --steps {m['num_steps']} --schedule {want} --name NAME")
     if expect.tap is not None and expect.tap != m["tap"]:
         raise MismatchError(f"{made}, but tap '{expect.tap}' was asked for; {hint}")
+    cfg = m["cfg"]
+    if expect.cfg_scale is not None and expect.cfg_scale != cfg["scale"]:
+        raise MismatchError(f"{made}, at --cfg-scale {cfg['scale']:g}, but --cfg-scale {expect.cfg_scale:g} was asked "
+                            f"for; {hint}")
+    if (expect.cfg_forecast is not None and cfg["scale"] > 1 and expect.cfg_forecast != cfg["forecast"]
+            and (expect.cfg_scale is None or expect.cfg_scale > 1)):
+        raise MismatchError(f"{made}, forecasting the CFG {cfg['forecast']}, but --cfg-forecast "
+                            f"{expect.cfg_forecast} was asked for; {hint}")
     # predictors made before the scheduler config had its own hash recorded the bundle hash here,
     # which pins the scheduler config as well
     if expect.scheduler_hash is not None and m["scheduler_hash"] not in (expect.scheduler_hash, m["bundle_hash"]):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +26,7 @@ from ..engine.device_array import to_host
 from ..errors import NumericalError
 from ..predictor.table import CoefficientTable
 from .families.base import FamilyRuntime
+from .guidance import CFG, Branches
 from .history import FeatureHistory, forecast_index_inputs
 
 #: feature taps: tap name -> transformer output that holds it
@@ -59,10 +60,22 @@ class StepRecord:
 class LoopResult:
     latents: np.ndarray  # the final latents, on the host
     steps: list[StepRecord] = field(default_factory=list)
+    calls_per_step: int = 1  # transformer-engine calls per computed step (2: CFG branches run one by one)
+    evaluations_per_step: int = 1  # transformer evaluations per computed step (2 under CFG: both branches)
 
     @property
     def computed_steps(self) -> int:
         return sum(s.computed for s in self.steps)
+
+    @property
+    def transformer_calls(self) -> int:
+        """Transformer-engine calls of the run."""
+        return self.computed_steps * self.calls_per_step
+
+    @property
+    def transformer_evaluations(self) -> int:
+        """Transformer evaluations of the run (each CFG branch counts: what the FLOPs scale with)."""
+        return self.computed_steps * self.evaluations_per_step
 
 
 @dataclass
@@ -78,6 +91,7 @@ class StepView:
     features: dict[str, Any]  # tap -> feature used on this step (true or forecast)
     model_output: Any
     true_features: dict[str, Any] | None = None  # shadow mode: the transformer's on forecast steps
+    branches: int = 1  # 2: features hold both CFG branches, (2B, ...) as [uncond; cond]
 
 
 #: called on every step with a :class:`StepView`
@@ -153,7 +167,7 @@ class StepGuard:
 def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any,
             static: dict[str, Any], steps: int, forecaster: Forecaster | None = None,
             capture: Capture | None = None, progress: Callable[[int], None] | None = None,
-            shadow: bool = False, xp: ModuleType = np) -> LoopResult:
+            shadow: bool = False, xp: ModuleType = np, cfg: CFG | None = None) -> LoopResult:
     """Run ``steps`` denoising steps from ``latents`` (the packed starting noise).
 
     Args:
@@ -169,6 +183,9 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any
             (calibration on the cached sampler's own trajectories); the forecast is still used.
         xp: the array namespace: numpy (engines' ``run``) or cupy (engines' ``run_device``; step
             times then measure the queueing of work, not its execution).
+        cfg: classifier-free guidance (its ``negative`` static inputs are uploaded once); the
+            features forecast and captured are then the combined output (``guided``, ``B`` rows)
+            or both branches (``branches``, ``2B`` rows ``[uncond; cond]``).
 
     Returns:
         the final latents as a host numpy array, and a record per step.
@@ -177,45 +194,52 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any
     timesteps, device = scheduler.timesteps, xp is not np
     latents = xp.asarray(latents)
     static = {k: xp.asarray(v) for k, v in static.items()}
-    timestep_in = rt.timestep_inputs(latents, timesteps, xp)  # per step, e.g. {"timestep": (B,)}
+    if cfg is not None:
+        cfg = replace(cfg, negative={k: xp.asarray(v) for k, v in cfg.negative.items()})
+    model = Branches(rt, transformer, static, cfg, latents, timesteps, xp)  # per step, e.g. {"timestep": (B,)}
     index_in = {} if forecaster is None else forecast_index_inputs(
         [forecaster.is_computed(i) for i in range(len(timesteps))], forecaster.table.K, xp)
     guard = StepGuard(xp, len(timesteps), latents)
     tap_out = TAPS[forecaster.tap] if forecaster else "sample"
     history: FeatureHistory | None = None  # allocated on the first computed step
-    result = LoopResult(latents)
+    result = LoopResult(latents, calls_per_step=model.calls, evaluations_per_step=model.evaluations)
+
+    def run(engine: Engine, feed: dict[str, Any], check: bool) -> dict[str, Any]:
+        return _run(engine, feed, check, device)
+
     for i, t in enumerate(timesteps):
         start = time.perf_counter()
-        step_in = {**rt.step_inputs(latents, float(t)), **timestep_in[i]}  # latents + the uploaded timestep
         computed = forecaster is None or forecaster.is_computed(i)
         true_feats = None
         if computed:
-            out = _run(transformer, {**static, **step_in}, i == 0, device)
-            feature, model_out, engine = out[tap_out], rt.model_output(out), transformer.name
+            out = model.outputs(latents, i, float(t), i == 0, run)
+            feature, model_out, engine = out[tap_out], model.model_output(out), transformer.name
             feats = _taps(out)
             if forecaster is not None:
+                lat = model.history_latents(latents)
                 if history is None:
-                    lat = latents.shape if forecaster.table.uses_latents else None
-                    history = FeatureHistory(forecaster.table.K, feature.shape, lat, feature.dtype, xp)
-                history.push(i, feature, latents)
+                    shape = lat.shape if forecaster.table.uses_latents else None
+                    history = FeatureHistory(forecaster.table.K, feature.shape, shape, feature.dtype, xp)
+                history.push(i, feature, lat)
         else:
             assert forecaster is not None and history is not None
             if shadow:
-                true_feats = _taps(_run(transformer, {**static, **step_in}, False, device))
+                true_feats = _taps(model.outputs(latents, i, float(t), False, run))
             feed = {"history": history.features, **index_in[i]}  # step (1,), perm (K,): uploaded once
             if forecaster.table.uses_latents:
-                feed["latent_history"], feed["latent"] = history.latents, latents
+                feed["latent_history"], feed["latent"] = history.latents, model.history_latents(latents)
             feature = _run(forecaster.engine, feed, False, device)["feature"]
             engine = forecaster.engine.name
             if forecaster.tap == "output":
-                model_out = rt.model_output({"sample": feature})
+                model_out = model.model_output({"sample": feature})
             else:
-                assert forecaster.head is not None
+                assert forecaster.head is not None and cfg is None  # make_forecaster refuses the residual tap under CFG
+                step_in = model.step_inputs(latents, i, float(t))
                 head_feed = {k: v for k, v in {**static, **step_in}.items() if k in forecaster.head.spec.input_names}
                 model_out = rt.model_output(_run(forecaster.head, {**head_feed, "residual": feature}, False, device))
             feats = {forecaster.tap: feature}
         if capture is not None:
-            capture(StepView(i, latents, computed, feats, model_out, true_feats))
+            capture(StepView(i, latents, computed, feats, model_out, true_feats, 2 if cfg and cfg.branches else 1))
         latents = scheduler.step(model_out, t, latents)
         guard.record(i, model_out, latents, engine)
         result.steps.append(StepRecord(i, float(t), computed, time.perf_counter() - start))

@@ -16,6 +16,7 @@ from ..predictor.presets import preset
 from ..predictor.schedule import interval_schedule
 from ..predictor.table import CoefficientTable
 from ..spec import IOSpec, TensorSpec
+from .guidance import effective_cfg_scale
 from .loop import TAPS, Forecaster
 from .settings import RunSettings
 
@@ -71,20 +72,24 @@ def _head(bundle: Bundle, tap: str, make: EngineFactory) -> Engine | None:
 
 
 def expectation(bundle: Bundle, steps: int | None = None, full_steps: int | None = None,
-                schedule: tuple[int, ...] | None = None) -> Expect:
-    """What a predictor of ``bundle`` must fit: the bundle, its scheduler config, its features, the step
-    counts (and with ``schedule``, the computed steps)."""
+                schedule: tuple[int, ...] | None = None, settings: RunSettings | None = None) -> Expect:
+    """What a predictor of ``bundle`` must fit: the bundle, its scheduler config, its features, the
+    step counts, with ``schedule`` the computed steps, and with ``settings`` the classifier-free
+    guidance scale and forecast mode."""
     outputs = bundle.spec("transformer").output_names
     features = tuple(feature_spec(bundle, tap) for tap, out in TAPS.items() if out in outputs)
+    scale = None if settings is None else effective_cfg_scale(bundle.family, settings.cfg_scale)
     return Expect(bundle_hash=bundle.hash, scheduler_hash=bundle.scheduler_hash, steps=steps,
-                  full_steps=full_steps, features=features, schedule=schedule)
+                  full_steps=full_steps, features=features, schedule=schedule, cfg_scale=scale,
+                  cfg_forecast=None if settings is None else settings.cfg_forecast)
 
 
 def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None,
                    threads: int | None = None, make_engine: EngineFactory | None = None,
-                   schedule: tuple[int, ...] | None = None) -> Forecaster:
+                   schedule: tuple[int, ...] | None = None, settings: RunSettings | None = None) -> Forecaster:
     """Load the calibrated predictor ``name`` of this bundle, refusing a mismatch (with ``schedule``:
-    a predictor calibrated for other computed steps)."""
+    a predictor calibrated for other computed steps; with ``settings``: for another classifier-free
+    guidance scale or forecast mode)."""
     folder = bundle.predictor_dir(name)  # refuses links on the way
     if not folder.is_dir():
         pdir = bundle.predictors_dir
@@ -92,12 +97,20 @@ def l2p_forecaster(bundle: Bundle, name: str, steps: int, full_steps: int | None
         raise InputError(
             f"bundle {bundle.root} has no predictor '{name}' (it has {have or 'none'}); make one with: "
             f"l2p calibrate {bundle.root} --conditioning COND.npz --steps {steps} --full-steps "
-            f"{full_steps or min(10, steps)} --name {name}"
+            f"{full_steps or min(10, steps)} --name {name}{cfg_flags(bundle, settings)}"
         )
-    pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps, schedule))
+    pred = load_predictor(folder, expect=expectation(bundle, steps, full_steps, schedule, settings))
     make = make_engine or host_engines(threads)
     engine = make(pred.graph, pred.io_spec, f"l2p:{name} predictor")  # the graph rebuilt from the coefficients
     return Forecaster(pred.table, engine, pred.tap, _head(bundle, pred.tap, make))
+
+
+def cfg_flags(bundle: Bundle, settings: RunSettings | None) -> str:
+    """`` --cfg-scale G --cfg-forecast MODE`` of a guided run (for remake commands), else ``""``."""
+    if settings is None or effective_cfg_scale(bundle.family, settings.cfg_scale) == 1:
+        return ""
+    scale = effective_cfg_scale(bundle.family, settings.cfg_scale)
+    return f" --cfg-scale {scale:g} --cfg-forecast {settings.cfg_forecast}"
 
 
 def make_forecaster(bundle: Bundle, settings: RunSettings, threads: int | None = None,
@@ -111,4 +124,4 @@ def make_forecaster(bundle: Bundle, settings: RunSettings, threads: int | None =
         return preset_forecaster(bundle, m.name, settings.steps, settings.full_steps, schedule=settings.schedule,
                                  threads=threads, make_engine=make_engine)
     return l2p_forecaster(bundle, m.name, settings.steps, settings.full_steps, threads=threads,
-                          make_engine=make_engine, schedule=settings.schedule)
+                          make_engine=make_engine, schedule=settings.schedule, settings=settings)

@@ -18,13 +18,14 @@ from ..engine.registry import device_backends, open_engine
 from ..errors import InputError, NumericalError
 from ..models import builtin_model_of, check_builtin_prompts
 from ..limits import check_bound
-from .conditioning import check_conditioning, load_conditioning
+from .conditioning import NEGATIVE, check_conditioning, load_conditioning
 from .families import runtime_for
 from .families.base import FamilyRuntime
+from .guidance import CFG, effective_cfg_scale, fusable, split_conditioning
 from .loop import Capture, Forecaster, LoopResult, denoise
 from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
-from .settings import RunSettings, check_guidance
+from .settings import DEFAULT_CFG_FORECAST, RunSettings, check_cfg_forecast, check_cfg_scale, check_guidance
 from .text import check_text, load_tokenizers
 
 
@@ -57,12 +58,23 @@ class Sampler:
             or ``onnxruntime-tensorrt``). Predictor and head graphs run on ONNX Runtime's CUDA
             provider there (in-memory graphs, no TensorRT plan needed).
         use_cuda_graph: capture and replay one CUDA graph per input shape (backend ``tensorrt``).
+        cfg_scale, cfg_forecast: classifier-free guidance of :meth:`sample` runs (see
+            :class:`RunSettings`; ``None`` = the family's diffusers default); :meth:`run` takes them
+            from its :class:`RunSettings`.
+
+    Attributes:
+        fuse_branches: run both CFG branches in one engine call at batch ``2B`` where the engine
+            and the inputs allow it (default); ``False``: always two calls.
     """
 
     def __init__(self, bundle: str | os.PathLike[str] | Bundle, backend: str = "onnxruntime",
                  threads: int | None = None, guidance_scale: float = 3.5, verify: bool = True,
-                 device: str = "cpu", use_cuda_graph: bool = False) -> None:
+                 device: str = "cpu", use_cuda_graph: bool = False, cfg_scale: float | None = None,
+                 cfg_forecast: str = DEFAULT_CFG_FORECAST) -> None:
         self.guidance_scale = check_guidance(guidance_scale)
+        self.cfg_scale = check_cfg_scale(cfg_scale)
+        self.cfg_forecast = check_cfg_forecast(cfg_forecast)
+        self.fuse_branches = True
         if use_cuda_graph and backend != "tensorrt":
             raise InputError(f"CUDA graphs need --backend tensorrt, not {backend}")
         if device.lower() != "cpu" and backend not in device_backends():
@@ -73,6 +85,7 @@ class Sampler:
         self.device_id = int(device.partition(":")[2] or 0)
         self.use_cuda_graph = use_cuda_graph
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, verify=verify)
+        effective_cfg_scale(self.bundle.family, self.cfg_scale)  # FLUX refuses a CFG scale before any work
         self.backend = backend
         self.threads = threads
         self.rt = runtime_for(self.bundle, guidance_scale=self.guidance_scale)
@@ -102,8 +115,10 @@ class Sampler:
                            threads=self.threads)
 
     # conditioning ---------------------------------------------------------------------------
-    def encode(self, prompts: list[str]) -> dict[str, np.ndarray]:
-        """Conditioning rows for ``prompts`` through the bundle's text encoders."""
+    def encode(self, prompts: list[str], negative_prompt: str | None = None) -> dict[str, np.ndarray]:
+        """Conditioning rows for ``prompts`` through the bundle's text encoders; with a
+        ``negative_prompt`` (CFG: diffusers' default is ``""``) also its rows, one per prompt, as
+        the ``negative_*`` arrays, encoded by the same encoders."""
         if not prompts or any(not isinstance(p, str) for p in prompts):
             raise InputError("give at least one prompt text")
         for i, p in enumerate(prompts):
@@ -118,7 +133,14 @@ class Sampler:
             check_builtin_prompts(builtin, prompts)
         if self._tokenizers is None:
             self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
-        cond = self.rt.encode(prompts, lambda g, feed: self.engine(g).run(feed), self._tokenizers)
+        def run(graph: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return self.engine(graph).run(feed)
+
+        cond = self.rt.encode(prompts, run, self._tokenizers)
+        if negative_prompt is not None:
+            check_text(negative_prompt, "the negative prompt")
+            neg = self.rt.encode([negative_prompt] * len(prompts), run, self._tokenizers)
+            cond.update({NEGATIVE + k: v for k, v in neg.items()})
         return self.check_conditioning(cond, "text encoders")
 
     def load_conditioning(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -140,9 +162,11 @@ class Sampler:
                full_steps: int | None = None, initial: np.ndarray | None = None,
                capture: Capture | None = None, decode: bool = True, progress: Any = None,
                forecaster: Forecaster | None = None, shadow: bool = False) -> SampleResult:
-        """:meth:`run` with ``RunSettings(steps, seed, method, full_steps)`` and this sampler's guidance."""
+        """:meth:`run` with ``RunSettings(steps, seed, method, full_steps)`` and this sampler's guidance
+        and classifier-free guidance."""
         settings = RunSettings(steps=steps, seed=seed, method=method, full_steps=full_steps,
-                               guidance=self.guidance_scale)
+                               guidance=self.guidance_scale, cfg_scale=self.cfg_scale,
+                               cfg_forecast=self.cfg_forecast)
         return self.run(cond, settings, initial=initial, capture=capture, decode=decode, progress=progress,
                         forecaster=forecaster, shadow=shadow)
 
@@ -154,8 +178,12 @@ class Sampler:
         ``forecaster`` overrides ``settings.method`` (calibration passes in-memory predictors; on a
         GPU its engines must be device engines). Noise is drawn on the host, so a seed gives the
         same starting latents on every device; only the final latents come back from a GPU.
+
+        Under classifier-free guidance (``settings.cfg_scale``, or the family's default, above 1)
+        ``cond`` holds the negative rows too (``negative_*`` arrays; DiT uses its null class).
         """
         rt = self._runtime(settings.guidance)
+        cond, negative = split_conditioning(rt, cond, self.cfg_scale_of(settings) > 1)
         batch = next(iter(cond.values())).shape[0]
         if initial is None:
             initial = rt.noise(settings.seed, batch)
@@ -170,15 +198,24 @@ class Sampler:
             forecaster = self.forecaster(settings)
         scheduler = make_scheduler(self.bundle.scheduler_config())
         static = rt.static_inputs(cond)
+        cfg = None
+        if negative is not None:
+            neg_static, engine = rt.static_inputs(negative), self.engine("transformer")
+            fused = self.fuse_branches and fusable(engine, static, neg_static, rt.step_inputs(initial, 1.0))
+            cfg = CFG(self.cfg_scale_of(settings), settings.cfg_forecast, neg_static, fused)
         t0 = time.perf_counter()
         with self.xp.cuda.Device(self.device_id) if self.on_device else nullcontext():
             loop = denoise(rt, scheduler, self.engine("transformer"), initial.copy(), static, settings.steps,
-                           forecaster, capture=capture, progress=progress, shadow=shadow, xp=self.xp)
+                           forecaster, capture=capture, progress=progress, shadow=shadow, xp=self.xp, cfg=cfg)
         seconds = time.perf_counter() - t0
         res = SampleResult(initial, loop.latents, loop, seconds)
         if decode:
             res.images = self.decode(loop.latents)
         return res
+
+    def cfg_scale_of(self, settings: RunSettings) -> float:
+        """The classifier-free guidance scale a run of ``settings`` uses (1.0: none)."""
+        return effective_cfg_scale(self.bundle.family, settings.cfg_scale)
 
     def _runtime(self, guidance: float) -> FamilyRuntime:
         """The family runtime that feeds ``guidance`` (one per value, made on first use)."""

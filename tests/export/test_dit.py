@@ -1,4 +1,5 @@
-"""DiTTransformer2DModel: export vs. the diffusers forward, Sampler vs. DiTPipeline (guidance 1)."""
+"""DiTTransformer2DModel: export vs. the diffusers forward, Sampler vs. DiTPipeline (guidance 1, and
+classifier-free guidance at its default 4 with the null class)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ diffusers = pytest.importorskip("diffusers")
 from l2p.errors import InputError  # noqa: E402
 from l2p.export.dit import DiTAdapter  # noqa: E402
 from l2p.export.exporter import export_bundle  # noqa: E402
+from l2p.metrics import psnr_db  # noqa: E402
 from l2p.sampling.pipeline import Sampler  # noqa: E402
 
 from .conftest import rel_err, save_perturbed  # noqa: E402
 
-# out_channels = 2 x in_channels: learned sigma, as facebook/DiT-XL-2-256
+# out_channels = 2 x in_channels: learned sigma, as facebook/DiT-XL-2-256; 1000 classes as ImageNet
+# (DiTPipeline's null class is the id 1000)
 CONFIG = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=8, num_layers=2, attention_head_dim=8,
-              num_attention_heads=2, num_embeds_ada_norm=10, norm_num_groups=1)
+              num_attention_heads=2, num_embeds_ada_norm=1000, norm_num_groups=1)
 
 
 class _RecordingVAE(torch.nn.Module):
@@ -62,14 +65,9 @@ def test_transformer_matches_diffusers(bundle: Path, model: torch.nn.Module) -> 
     assert rel_err(got, adapter.reference(feed)["sample"]) <= 1e-5
 
 
-def test_sampling_matches_pipeline(bundle: Path, model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
-    sampler = Sampler(bundle, threads=2)
-    assert sampler.bundle.manifest["latent"]["prediction"] == "epsilon+learned_sigma"
-    labels = [3, 7]
-    initial = sampler.rt.noise(seed=0, batch=2)
-    got = sampler.sample({"class_labels": np.array(labels, np.float32)}, seed=0, steps=10, initial=initial,
-                         decode=False).final
-    # DiTPipeline draws its own noise: hand it ours
+def pipeline_latents(model: torch.nn.Module, sampler: Sampler, labels: list[int], initial: np.ndarray, scale: float,
+                     monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    """DiTPipeline's final latents (10 steps) from ``initial`` (it draws its own noise: we hand it ours)."""
     from diffusers.pipelines.dit import pipeline_dit
 
     monkeypatch.setattr(pipeline_dit, "randn_tensor", lambda shape, **kw: torch.from_numpy(initial.copy()))
@@ -77,8 +75,31 @@ def test_sampling_matches_pipeline(bundle: Path, model: torch.nn.Module, monkeyp
     vae = _RecordingVAE()
     pipe = diffusers.DiTPipeline(transformer=model, vae=vae, scheduler=sched)
     pipe.set_progress_bar_config(disable=True)
-    pipe(class_labels=labels, guidance_scale=1.0, num_inference_steps=10, output_type="pt")
-    assert rel_err(got, vae.latents[-1].numpy()) <= 1e-4
+    pipe(class_labels=labels, guidance_scale=scale, num_inference_steps=10, output_type="pt")
+    return vae.latents[-1].numpy()
+
+
+def test_sampling_matches_pipeline(bundle: Path, model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    sampler = Sampler(bundle, threads=2, cfg_scale=1.0)
+    assert sampler.bundle.manifest["latent"]["prediction"] == "epsilon+learned_sigma"
+    labels = [3, 7]
+    initial = sampler.rt.noise(seed=0, batch=2)
+    got = sampler.sample({"class_labels": np.array(labels, np.float32)}, seed=0, steps=10, initial=initial,
+                         decode=False).final
+    assert rel_err(got, pipeline_latents(model, sampler, labels, initial, 1.0, monkeypatch)) <= 1e-4
+
+
+def test_cfg_matches_pipeline(bundle: Path, model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DiT's default guidance (4.0): the negative branch is the null class 1000, no array needed."""
+    sampler = Sampler(bundle, threads=2)
+    labels = [3, 7]
+    initial = sampler.rt.noise(seed=0, batch=2)
+    ref = pipeline_latents(model, sampler, labels, initial, 4.0, monkeypatch)
+    res = sampler.sample({"class_labels": np.array(labels, np.float32)}, seed=0, steps=10, initial=initial,
+                         decode=False)
+    assert res.loop.calls_per_step == 1 and res.loop.evaluations_per_step == 2
+    assert psnr_db(pipeline_latents(model, sampler, labels, initial, 1.0, monkeypatch), ref) < 40
+    assert psnr_db(res.final, ref) >= 60
 
 
 def test_bad_latent_size(model: torch.nn.Module) -> None:

@@ -234,3 +234,35 @@ def test_save_rejects_bad_settings(tmp_path: Path) -> None:
         make(tmp_path / "p", fit_stats={"x": object()})
     with pytest.raises(InputError, match="name"):
         make(tmp_path / "q", name="")
+
+
+def test_cfg_mismatch_refused_with_remake_command(tmp_path: Path) -> None:
+    """A predictor records the classifier-free guidance it was calibrated under; another scale or
+    forecast mode is refused in one line naming the calibrate command that makes a matching one."""
+    root = make(tmp_path / "g", method="l2p", name="guided", cfg_scale=7.0, cfg_forecast="guided")
+    p = load_predictor(root, Expect(cfg_scale=7.0, cfg_forecast="guided"))
+    assert (p.cfg_scale, p.cfg_forecast) == (7.0, "guided")
+    assert json.loads((root / "predictor.json").read_text())["cfg"] == {"scale": 7.0, "forecast": "guided"}
+    with pytest.raises(MismatchError) as e:
+        load_predictor(root, Expect(cfg_scale=4.0, cfg_forecast="guided"))
+    msg = str(e.value)
+    assert "\n" not in msg and "--cfg-scale 7" in msg and "--cfg-scale 4 was asked" in msg
+    assert f"l2p calibrate BUNDLE --steps {N} --full-steps 5 --tap output --name guided --cfg-scale 4" in msg
+    with pytest.raises(MismatchError) as e:
+        load_predictor(root, Expect(cfg_scale=1.0))  # guidance off
+    assert "--cfg-scale 1 was asked" in str(e.value)
+    with pytest.raises(MismatchError) as e:
+        load_predictor(root, Expect(cfg_scale=7.0, cfg_forecast="branches"))
+    assert "--cfg-forecast branches was asked" in str(e.value) and "--cfg-scale 7 --cfg-forecast branches" in str(e.value)
+
+
+def test_predictor_without_cfg_record_is_unguided(tmp_path: Path) -> None:
+    """Predictors made before l2p had CFG have no ``cfg`` key: they were calibrated unguided."""
+    root = make(tmp_path / "old")
+    edit_manifest(root, lambda m: m.pop("cfg"))
+    assert load_predictor(root, Expect(cfg_scale=1.0, cfg_forecast="branches")).cfg_scale == 1.0
+    with pytest.raises(MismatchError, match="--cfg-scale 4.5 was asked"):
+        load_predictor(root, Expect(cfg_scale=4.5))
+    edit_manifest(root, lambda m: m.update(cfg={"scale": 0.5, "forecast": "guided"}))
+    with pytest.raises(ArtifactError, match="invalid values for \\['cfg'\\]"):
+        load_predictor(root)

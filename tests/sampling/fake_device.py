@@ -137,6 +137,9 @@ class FakeXP:
     def abs(self, x: DevArray) -> DevArray:
         return x._new(np.abs(x.a))
 
+    def concatenate(self, xs: Any) -> DevArray:
+        return DevArray(np.concatenate([_raw(x) for x in xs]), self.log)
+
 
 class FakeDeviceEngine(Engine):
     """``run_device`` on DevArrays only; the "kernel" is ``inner.run`` on the wrapped arrays."""

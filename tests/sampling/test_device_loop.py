@@ -27,6 +27,7 @@ from l2p.predictor.schedule import interval_schedule
 from l2p.predictor.table import CoefficientTable
 from l2p.sampling.families.base import FamilyRuntime
 from l2p.sampling.history import forecast_index_inputs
+from l2p.sampling.guidance import CFG
 from l2p.sampling.loop import Forecaster, LoopResult, StepView, denoise
 from l2p.sampling.schedulers.flow_match import FlowMatchEulerDiscreteScheduler
 from l2p.sampling.settings import RunSettings
@@ -196,6 +197,27 @@ def test_device_loop_matches_numpy_without_round_trips(kind: str) -> None:
         want += [(10 - computed, 1), (10 - computed, fc.table.K)]
     assert sorted(s for what, s in log if what == "h2d") == sorted(want)
     assert sum(w == "run" and n == "transformer" for w, n in log) == (10 if kind == "fora" else computed)
+
+
+@pytest.mark.parametrize("mode, fused", [("guided", True), ("branches", True), ("branches", False)])
+def test_device_loop_with_cfg_matches_numpy(mode: str, fused: bool) -> None:
+    """Classifier-free guidance on the device: both branches (one 2B call or two), the forecast of
+    the guided output or of both branches, bit for bit the numpy loop, with no host round trip."""
+    rt, (x0, cond), log = ToyRuntime(), inputs(), []
+    negative = rt.static_inputs({"cond": -cond["cond"]})
+    results = []
+    for xp in (np, FakeXP(log)):
+        tr: Engine = ToyTransformer()
+        fc = forecaster("taylorseer2", 10)
+        if xp is not np:
+            tr, fc = FakeDeviceEngine(tr, log), on_device(fc, log)
+        results.append(denoise(rt, FlowMatchEulerDiscreteScheduler(), tr, x0.copy(), rt.static_inputs(cond), 10, fc,
+                               xp=xp, cfg=CFG(3.0, mode, negative, fused)))
+    ref, dev = results
+    np.testing.assert_array_equal(dev.latents, ref.latents)
+    assert [what for what, _ in log if what == "d2h"] == ["d2h", "d2h"]  # the NaN flags and the final latents
+    runs = sum(w == "run" and n == "transformer" for w, n in log)
+    assert runs == ref.computed_steps * (1 if fused else 2) and ref.transformer_evaluations == 2 * ref.computed_steps
 
 
 @pytest.mark.parametrize("kind", ["full", "taylorseer2"])

@@ -16,6 +16,8 @@ from l2p.sampling.settings import Method, RunSettings
 def test_defaults_and_frozen() -> None:
     s = RunSettings()
     assert (s.steps, s.seed, s.method, s.full_steps, s.schedule, s.guidance) == (50, 0, "full", None, None, 3.5)
+    assert (s.cfg_scale, s.cfg_forecast) == (None, "branches")  # None: the family's diffusers default
+    assert RunSettings(cfg_scale=4).cfg_scale == 4.0 and type(RunSettings(cfg_scale=4).cfg_scale) is float
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.steps = 3  # type: ignore[misc]
     assert RunSettings(steps=np.int64(7)).steps == 7 and type(RunSettings(steps=np.int64(7)).steps) is int
@@ -35,6 +37,11 @@ def test_defaults_and_frozen() -> None:
     ({"method": "l2p:../x"}, ["letters, digits"]),
     ({"guidance": float("nan")}, ["--guidance nan", "finite"]),
     ({"guidance": float("inf")}, ["--guidance inf"]),
+    ({"cfg_scale": 0.5}, ["--cfg-scale 0.5", "1..100", "1 turns classifier-free guidance off"]),
+    ({"cfg_scale": float("nan")}, ["--cfg-scale nan"]),
+    ({"cfg_scale": 101.0}, ["--cfg-scale 101.0"]),
+    ({"cfg_scale": True}, ["--cfg-scale True"]),
+    ({"cfg_forecast": "both"}, ["--cfg-forecast 'both'", "guided or branches"]),
     ({"steps": 10, "method": "fora", "schedule": (1, 5)}, ["step 0"]),
     ({"steps": 10, "method": "fora", "schedule": (0, 5), "full_steps": 3}, ["--full-steps is 3", "2 computed steps"]),
     ({"steps": 10, "method": "full", "schedule": (0, 5)}, ["--method full", "drop --schedule"]),

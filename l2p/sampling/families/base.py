@@ -89,6 +89,17 @@ class FamilyRuntime(ABC):
         stacked = {k: xp.asarray(np.stack([r[k] for r in rows])) for k in (rows[0] if rows else {})}
         return [{k: a[i] for k, a in stacked.items()} for i in range(len(rows))]
 
+    def negative_conditioning(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The negative (unconditional) rows of classifier-free guidance when ``cond`` has no
+        ``negative_*`` arrays: ``None`` (they must be given) except in families with a null
+        condition of their own (DiT's null class)."""
+        return None
+
+    def cfg_combine(self, uncond: Any, cond: Any, scale: float) -> Any:
+        """Classifier-free guidance of the two branches' outputs (same shape, host or device
+        arrays): ``uncond + scale * (cond - uncond)``, as the diffusers pipelines compute it."""
+        return uncond + scale * (cond - uncond)
+
     def model_output(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         """What the scheduler consumes, from the graph outputs."""
         return out["sample"]

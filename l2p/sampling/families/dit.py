@@ -1,9 +1,10 @@
 """DiT runtime: class-conditional, spatial latents ``(B, C, H, W)``, epsilon (+ learned sigma).
 
-Feeds the graph as ``DiTPipeline`` feeds the transformer with ``guidance_scale = 1`` (no
-classifier-free guidance: a conditional-only run). The condition is ``class_labels`` ``(B,)``:
-ImageNet class ids (``num_classes`` is the unconditional id); float arrays from ``COND.npz`` are
-accepted and rounded, since conditioning files hold float arrays.
+Feeds the graph as ``DiTPipeline`` feeds the transformer. The condition is ``class_labels``
+``(B,)``: ImageNet class ids (``num_classes`` is the unconditional id); float arrays from
+``COND.npz`` are accepted and rounded, since conditioning files hold float arrays. Under
+classifier-free guidance the negative branch is the null class ``num_classes`` (1000 for
+DiT-XL-2, what ``DiTPipeline`` feeds), unless ``negative_class_labels`` are given.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class DiTRuntime(EpsilonSpatialRuntime):
             raise InputError(f"class_labels must be a 1-D array of integer class ids in 0..{self.num_classes} "
                              f"({self.num_classes} = unconditional); got {labels!r}")
         return {"class_labels": ids}
+
+    def negative_conditioning(self, cond: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The null class for every row: ``DiTPipeline``'s ``class_null``."""
+        rows = np.asarray(cond["class_labels"]).shape[0]
+        return {"class_labels": np.full((rows,), self.num_classes, np.float32)}
 
     def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],
                tokenizers: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -1,8 +1,9 @@
 """PixArt runtime: spatial latents ``(B, C, H, W)``, T5 conditioning with its attention mask,
 epsilon (+ learned sigma), optional resolution / aspect-ratio micro-conditions.
 
-Feeds the graph as ``PixArtAlphaPipeline`` feeds the transformer with ``guidance_scale = 1``
-(no classifier-free guidance: a conditional-only run) and ``use_resolution_binning=False``.
+Feeds the graph as ``PixArtAlphaPipeline`` feeds the transformer with ``use_resolution_binning=False``.
+Under classifier-free guidance the negative rows are the ``negative_*`` conditioning arrays
+(the pipeline's ``negative_prompt_embeds``...), combined by :meth:`FamilyRuntime.cfg_combine`.
 """
 
 from __future__ import annotations

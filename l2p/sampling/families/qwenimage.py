@@ -1,7 +1,9 @@
 """Qwen-Image runtime: 2x2 packed latents, host-side RoPE, Qwen2.5-VL text conditioning + mask.
 
-Feeds the graph as ``QwenImagePipeline`` feeds the transformer with ``true_cfg_scale`` off (no
-negative prompt: a conditional-only run). Qwen-Image's rotary embedding is complex-valued
+Feeds the graph as ``QwenImagePipeline`` feeds the transformer; its true classifier-free guidance
+runs the negative branch with the negative prompt's own embeddings and mask (and so its own RoPE
+text length) and rescales the combination to the conditional output's norm (:meth:`cfg_combine`).
+Qwen-Image's rotary embedding is complex-valued
 (``QwenEmbedRope``); ONNX has no complex tensors, so :func:`qwen_rope` computes its real and
 imaginary parts here, in numpy, and the graph rotates with them (see :mod:`l2p.export.qwenimage`).
 The VAE latent is ``(B, C, H, W)``; Qwen's video VAE adds a frame axis.
@@ -83,6 +85,14 @@ class QwenImageRuntime(Packed2x2Runtime):
         feed["rope_cos"], feed["rope_sin"] = qwen_rope(self.h // 2, self.w // 2, txt_len, lat.rope_axes_dim,
                                                        lat.rope_theta, lat.scale_rope)
         return feed
+
+    def cfg_combine(self, uncond: Any, cond: Any, scale: float) -> Any:
+        """``QwenImagePipeline``'s true CFG: the linear combination, rescaled per token to the
+        conditional prediction's norm over the channels: ``comb * (|cond| / |comb|)``, ``(B, S, C)``."""
+        comb = uncond + scale * (cond - uncond)
+        cond_norm = ((cond * cond).sum(axis=-1, keepdims=True)) ** 0.5  # (B, S, 1)
+        comb_norm = ((comb * comb).sum(axis=-1, keepdims=True)) ** 0.5  # (B, S, 1)
+        return comb * (cond_norm / comb_norm)
 
     def encode(self, prompts: list[str], run: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]],
                tokenizers: Mapping[str, Any]) -> dict[str, np.ndarray]:

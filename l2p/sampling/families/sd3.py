@@ -1,7 +1,8 @@
 """SD3 runtime: spatial latents ``(B, C, H, W)``, pooled CLIP + joint text conditioning, flow matching.
 
-Feeds the graph as ``StableDiffusion3Pipeline`` feeds the transformer (guidance scale 1: no
-classifier-free guidance; a conditional-only run).
+Feeds the graph as ``StableDiffusion3Pipeline`` feeds the transformer.
+Under classifier-free guidance the negative rows are the ``negative_*`` conditioning arrays
+(the pipeline's ``negative_prompt_embeds``...), combined by :meth:`FamilyRuntime.cfg_combine`.
 """
 
 from __future__ import annotations
