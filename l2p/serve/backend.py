@@ -57,8 +57,7 @@ def open_sampler(params: dict[str, str], model_dir: Path, kind: str, device_id: 
     device = f"cuda:{device_id}" if kind.upper() == "GPU" else "cpu"
     return Sampler(bundle if bundle.is_absolute() else model_dir / bundle, backend=params["l2p_backend"],
                    threads=int(params["l2p_threads"]) if params["l2p_threads"] else None,
-                   guidance_scale=float(params["l2p_guidance"]), device=device,
-                   cfg_scale=1.0)  # the server samples without classifier-free guidance (cfg_scale 1) so far
+                   guidance_scale=float(params["l2p_guidance"]), device=device)
 
 
 class L2PModel:

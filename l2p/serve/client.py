@@ -16,12 +16,14 @@ OPTION_DTYPES = {"steps": np.int32, "full_steps": np.int32, "cfg_scale": np.floa
 
 
 def request_arrays(seed: int, cond: Mapping[str, np.ndarray] | None = None, prompt: str | None = None,
-                   **options: Any) -> dict[str, np.ndarray]:
-    """The arrays of one request: ``cond`` rows ``(B, ...)`` (normally B = 1) or a ``prompt``,
-    ``seed`` and options (``steps``, ``full_steps``, ``method``, ``cfg_scale``), each ``(B, 1)``."""
+                   negative_prompt: str | None = None, **options: Any) -> dict[str, np.ndarray]:
+    """The arrays of one request: ``cond`` rows ``(B, ...)`` (normally B = 1; with guidance also the
+    ``negative_*`` rows) or a ``prompt`` (and ``negative_prompt``), ``seed`` and options (``steps``,
+    ``full_steps``, ``method``, ``cfg_scale``), each ``(B, 1)``."""
     arrays = {k: np.asarray(v) for k, v in (cond or {}).items()}
-    if prompt is not None:
-        arrays["prompt"] = np.array([[prompt.encode()]], dtype=np.object_)
+    for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if text is not None:
+            arrays[name] = np.array([[text.encode()]], dtype=np.object_)
     n = next(iter(arrays.values())).shape[0] if arrays else 1  # Triton wants one batch size for all inputs
     arrays["seed"] = np.full((n, 1), seed, np.int64)
     for k, v in options.items():

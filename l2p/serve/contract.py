@@ -7,7 +7,11 @@ concurrent requests itself):
   named as the transformer's inputs (FP32, e.g. ``encoder_hidden_states [1, T, D]``,
   ``pooled_projections [1, D]``);
 - ``seed`` INT64 ``[1, 1]`` (required);
-- optional ``steps`` INT32, ``full_steps`` INT32, ``method`` BYTES, ``cfg_scale`` FP32 (each ``[1, 1]``).
+- optional ``steps`` INT32, ``full_steps`` INT32, ``method`` BYTES, ``cfg_scale`` FP32 (each ``[1, 1]``;
+  ``cfg_scale`` omitted = the family's diffusers default, as ``l2p sample``);
+- for the guided families (SD3, PixArt, DiT, Qwen-Image): optional ``negative_prompt`` BYTES ``[1, 1]``
+  (default ``""``, as diffusers) with prompts, or the ``negative_<name>`` arrays (shaped like their
+  conditional ones) with conditioning arrays; DiT's negative is its null class.
 
 Outputs: ``latents`` FP32 ``[1, L, C]`` (the packed final latents, as ``l2p sample`` saves them
 in ``latents.npz``) always, and ``image`` UINT8 ``[1, H, W, 3]`` when the bundle has a VAE decoder.
@@ -18,17 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..bundle import Bundle
+from ..families import family
 from ..sampling.families import runtime_for
+from ..sampling.conditioning import NEGATIVE
 
 MODEL_NAME = "l2p"
 
 #: Triton configuration type -> the protocol's datatype name (what clients pass to ``InferInput``)
 WIRE_TYPES = {"TYPE_STRING": "BYTES", "TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_INT64": "INT64",
               "TYPE_UINT8": "UINT8"}
-
-#: classifier-free guidance scale the served loop applies (none: a conditional-only run). Guided
-#: sampling is not supported yet, so a request may only ask for this value.
-SUPPORTED_CFG_SCALE = 1.0
 
 OPTIONS = ("steps", "full_steps", "method", "cfg_scale")
 
@@ -80,6 +82,10 @@ def interface(bundle: Bundle) -> Interface:
         cond: tuple[TensorDecl, ...] = (TensorDecl("prompt", "TYPE_STRING", (1,)),)
     else:
         cond = tuple(TensorDecl(n, "TYPE_FP32", (-1,) * (len(spec.input(n).shape) - 1)) for n in rt.cond_names)
+    if family(bundle.family).cfg_scale is not None:  # a guided family: its negative inputs
+        negatives = (TensorDecl("negative_prompt", "TYPE_STRING", (1,), optional=True),) if prompts else \
+            tuple(TensorDecl(NEGATIVE + t.name, t.dtype, t.dims, optional=True) for t in cond)
+        cond = (*cond, *negatives)
     inputs = (*cond, TensorDecl("seed", "TYPE_INT64", (1,)),
               TensorDecl("steps", "TYPE_INT32", (1,), optional=True),
               TensorDecl("full_steps", "TYPE_INT32", (1,), optional=True),

@@ -7,7 +7,6 @@ Triton batched with it, because every job is its own sampling run.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,8 @@ import numpy as np
 from ..errors import InputError
 from ..sampling.pipeline import Sampler
 from ..sampling.settings import RunSettings
-from .contract import SUPPORTED_CFG_SCALE, Interface
+from ..sampling.conditioning import NEGATIVE
+from .contract import Interface
 
 DEFAULT_STEPS = 50  # as ``l2p sample``
 
@@ -33,7 +33,11 @@ class Defaults:
 
 @dataclass(frozen=True)
 class Job:
-    """One validated request: exactly one of ``prompt`` / ``cond`` is set."""
+    """One validated request: exactly one of ``prompt`` / ``cond`` is set.
+
+    ``cfg_scale`` ``None`` is the family's default; ``cond`` holds the ``negative_<name>`` arrays
+    the request sent next to the conditional ones.
+    """
 
     seed: int
     steps: int
@@ -41,6 +45,8 @@ class Job:
     full_steps: int | None
     prompt: str | None = None
     cond: dict[str, np.ndarray] | None = None  # name -> float32 (1, ...)
+    cfg_scale: float | None = None
+    negative_prompt: str = ""
 
 
 def _one(name: str, a: np.ndarray) -> Any:
@@ -77,13 +83,8 @@ def parse_job(arrays: Mapping[str, np.ndarray | None], iface: Interface, default
     seed = arrays.get("seed")
     if seed is None:
         raise InputError("input 'seed' (INT64, shape [1, 1]) is required")
-    scale = arrays.get("cfg_scale")
-    if scale is not None:
-        s = float(_one("cfg_scale", scale))
-        if not (math.isfinite(s) and s == SUPPORTED_CFG_SCALE):
-            raise InputError(f"cfg_scale {s:g} is not supported: this server samples without classifier-free "
-                             f"guidance (cfg_scale {SUPPORTED_CFG_SCALE:g}); omit cfg_scale or send "
-                             f"{SUPPORTED_CFG_SCALE:g}")
+    scale_in = arrays.get("cfg_scale")
+    cfg_scale = None if scale_in is None else float(_one("cfg_scale", scale_in))
     method_in = arrays.get("method")
     method = defaults.method if method_in is None else _text("method", method_in)
     steps_in, full_in = arrays.get("steps"), arrays.get("full_steps")
@@ -92,27 +93,35 @@ def parse_job(arrays: Mapping[str, np.ndarray | None], iface: Interface, default
     full_steps = _int("full_steps", full_in) if full_in is not None else \
         (defaults.full_steps if method_in is None else None)
     job_seed = _int("seed", seed)
-    RunSettings(steps=steps, seed=job_seed, method=method, full_steps=full_steps)  # the CLI's checks and messages
+    # the CLI's checks and messages
+    RunSettings(steps=steps, seed=job_seed, method=method, full_steps=full_steps, cfg_scale=cfg_scale)
     if iface.takes_prompts:
-        prompt = arrays.get("prompt")
+        prompt, negative = arrays.get("prompt"), arrays.get("negative_prompt")
         if prompt is None:
             raise InputError("input 'prompt' (BYTES, shape [1, 1]) is required: this bundle has text encoders")
-        return Job(job_seed, steps, method, full_steps, prompt=_text("prompt", prompt))
+        return Job(job_seed, steps, method, full_steps, prompt=_text("prompt", prompt), cfg_scale=cfg_scale,
+                   negative_prompt="" if negative is None else _text("negative_prompt", negative))
     missing = [n for n in iface.cond_names if arrays.get(n) is None]
     if missing:
         raise InputError(f"inputs {missing} are required: this bundle takes conditioning arrays "
                          f"{list(iface.cond_names)} (FP32, leading batch dimension 1)")
-    return Job(job_seed, steps, method, full_steps, cond={n: arrays[n] for n in iface.cond_names})  # type: ignore[misc]
+    names = [*iface.cond_names, *(NEGATIVE + n for n in iface.cond_names)]
+    cond = {n: arrays[n] for n in names if arrays.get(n) is not None}
+    return Job(job_seed, steps, method, full_steps, cond=cond, cfg_scale=cfg_scale)  # type: ignore[arg-type]
 
 
 def run_job(sampler: Sampler, job: Job, image: bool) -> dict[str, np.ndarray]:
     """Sample one job: ``latents`` float32 ``(1, L, C)`` and, with ``image``, uint8 ``(1, H, W, 3)``."""
+    settings = RunSettings(steps=job.steps, seed=job.seed, method=job.method, full_steps=job.full_steps,
+                           guidance=sampler.guidance_scale, cfg_scale=job.cfg_scale,
+                           cfg_forecast=sampler.cfg_forecast)
     if job.prompt is not None:
-        cond = sampler.encode([job.prompt])
+        guided = sampler.cfg_scale_of(settings) > 1
+        cond = sampler.encode([job.prompt], job.negative_prompt if guided else None)
     else:
         assert job.cond is not None
         cond = sampler.check_conditioning(job.cond, "request")
-    res = sampler.sample(cond, job.seed, job.steps, job.method, job.full_steps, decode=image)
+    res = sampler.run(cond, settings, decode=image)
     out = {"latents": np.ascontiguousarray(res.final, dtype=np.float32)}
     if image:
         assert res.images is not None

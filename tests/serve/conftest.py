@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,8 @@ def request(mod: Any, cond: dict[str, np.ndarray], rows: int | slice, seed: int,
     return infer_inputs(mod, request_arrays(seed, {k: v[sel] for k, v in cond.items()}, **options))
 
 
-@pytest.fixture(scope="module")
-def server(flux_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@contextmanager
+def running_server(bundle: Path, tmp: Path) -> Iterator[Any]:
     """tritonserver on a repository written as ``l2p triton-repo`` writes it (bundle linked inside,
     referenced by a relative path), with the stub environment and l2p path ``l2p serve`` adds."""
     from l2p.serve.local import l2p_paths
@@ -56,12 +56,18 @@ def server(flux_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from l2p.serve.stubenv import stub_environment
     from l2p.serve.tritonserver import Ports, TritonServer, backend_directory, find_tritonserver
 
-    tmp = tmp_path_factory.mktemp("triton")
     inst = find_tritonserver()
-    repo = write_repository(flux_bundle, tmp / "repo", RepoSettings(steps=STEPS, max_batch=8), copy_bundle=True,
+    repo = write_repository(bundle, tmp / "repo", RepoSettings(steps=STEPS, max_batch=8), copy_bundle=True,
                             python_paths=l2p_paths(), execution_env=str(stub_environment(log=lambda s: None)))
     with ExitStack() as stack:
         srv = stack.enter_context(TritonServer(repo, backend_directory(inst, tmp / "backends"), inst,
                                                Ports(*free_ports()), ADDRESS))
         srv.wait_ready(180)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def server(flux_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """tritonserver serving the tiny FLUX bundle (see :func:`running_server`)."""
+    with running_server(flux_bundle, tmp_path_factory.mktemp("triton")) as srv:
         yield srv

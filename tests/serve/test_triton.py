@@ -155,7 +155,7 @@ def test_bad_requests_get_the_cli_message_and_the_server_keeps_serving(
                                                                                        "taylorseer2"])),
         (http, request(http, flux_cond, 0, -5), cli_error(capsys, [*sample, "--seed", "-5"])),
         (grpc, request(grpc, {**flux_cond, "pooled_projections": np.zeros((2, 23), np.float32)}, 0, 1), shape_msg),
-        (http, request(http, flux_cond, 0, 1, cfg_scale=7.5), "cfg_scale 7.5 is not supported"),
+        (http, request(http, flux_cond, 0, 1, cfg_scale=7.5), cli_error(capsys, [*sample, "--cfg-scale", "7.5"])),
         (http, request(http, flux_cond, slice(0, 2), 1), "one image per request"),  # two rows in one request
     ]
     wrong_dtype = request(http, {k: v.astype(np.float64) for k, v in flux_cond.items()}, 0, 1)
