@@ -161,7 +161,10 @@ def conditioning(sampler: Sampler, a: argparse.Namespace) -> dict[str, Any]:
     from ..calibration.calibrate import read_prompts
 
     check_conditioning_args(a)
-    guided = sampler.cfg_scale_of(run_settings(a)) > 1
+    from ..sampling.guidance import effective_cfg_scale
+
+    # the scale alone (not run_settings: calibrate's --schedule may be 'search')
+    guided = effective_cfg_scale(sampler.bundle.family, getattr(a, "cfg_scale", None)) > 1
     negative = getattr(a, "negative_prompt", "") if guided else None
     if getattr(a, "prompts", None):
         return sampler.encode(read_prompts(a.prompts), negative)

@@ -15,9 +15,7 @@ bundle hash, scheduler hash and classifier-free guidance (``cfg``: scale, foreca
 sha256 and size of every other file. :func:`load_predictor` verifies all of it and, given an
 :class:`Expect`, refuses a predictor made for another bundle, scheduler config, step count,
 budget, tap, feature shape or CFG with a :class:`~l2p.errors.MismatchError` that says how to
-make a matching one. All these compatibility checks live there.
-
-Torch-free.
+make a matching one. All these compatibility checks live there. Torch-free.
 """
 
 from __future__ import annotations
@@ -366,10 +364,9 @@ def _check_expectations(root: Path, m: dict[str, Any], expect: Expect) -> None:
     if expect.full_steps is not None and expect.full_steps != m["full_steps"]:
         raise MismatchError(f"{made}, but {expect.full_steps} full steps were asked for; drop --full-steps or {hint}")
     if expect.schedule is not None and tuple(expect.schedule) != tuple(m["schedule"]):
-        want = ",".join(map(str, expect.schedule))
-        raise MismatchError(f"{made} on steps {m['schedule']}, but --schedule {want} was asked for (its weights "
-                            f"are fitted for its own computed steps); drop --schedule or re-run: l2p calibrate "
-                            f"BUNDLE --steps {m['num_steps']} --schedule {want} --name NAME")
+        want = ",".join(map(str, expect.schedule))  # the weights are fitted for the predictor's own steps
+        raise MismatchError(f"{made} on steps {m['schedule']}, but --schedule {want} was asked for; drop --schedule "
+                            f"or re-run: l2p calibrate BUNDLE --steps {m['num_steps']} --schedule {want} --name NAME")
     if expect.tap is not None and expect.tap != m["tap"]:
         raise MismatchError(f"{made}, but tap '{expect.tap}' was asked for; {hint}")
     cfg = m["cfg"]
