@@ -196,7 +196,7 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any
     static = {k: xp.asarray(v) for k, v in static.items()}
     if cfg is not None:
         cfg = replace(cfg, negative={k: xp.asarray(v) for k, v in cfg.negative.items()})
-    model = Branches(rt, transformer, static, cfg, latents, timesteps, xp)  # per step, e.g. {"timestep": (B,)}
+    model = Branches(rt, transformer, static, cfg, latents, timesteps, xp)  # timestep inputs uploaded once
     index_in = {} if forecaster is None else forecast_index_inputs(
         [forecaster.is_computed(i) for i in range(len(timesteps))], forecaster.table.K, xp)
     guard = StepGuard(xp, len(timesteps), latents)
@@ -216,9 +216,10 @@ def denoise(rt: FamilyRuntime, scheduler: Any, transformer: Engine, latents: Any
             feature, model_out, engine = out[tap_out], model.model_output(out), transformer.name
             feats = _taps(out)
             if forecaster is not None:
-                lat = model.history_latents(latents)
+                # [latents; latents] under CFG branches: only built when the predictor reads latents
+                lat = model.history_latents(latents) if forecaster.table.uses_latents else None
                 if history is None:
-                    shape = lat.shape if forecaster.table.uses_latents else None
+                    shape = None if lat is None else lat.shape
                     history = FeatureHistory(forecaster.table.K, feature.shape, shape, feature.dtype, xp)
                 history.push(i, feature, lat)
         else:
