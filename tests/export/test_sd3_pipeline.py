@@ -100,3 +100,24 @@ def test_validate_checks_every_encoder_output(bundle: Path, src: Path) -> None:
             "text_encoder_2.penultimate_hidden_state", "text_encoder_2.text_embeds", "text_encoder_3",
             "tokenizer ids", "tokenizer_2 ids", "tokenizer_3 ids", "vae_decoder"} <= names, names
     assert report["ok"], report["checks"]
+
+
+@pytest.mark.parametrize("scale", [1.0, 7.0])
+def test_prompts_sample_as_the_pipeline(pipe, bundle: Path, scale: float) -> None:
+    """``l2p sample --prompt`` on an SD3 pipeline bundle: prompts (and the default negative prompt
+    "") encoded by the exported text encoders, then sampled, give the final latents of
+    ``StableDiffusion3Pipeline(prompt=...)`` from the same noise, unguided and at its default g = 7."""
+    from l2p.metrics import psnr_db
+    from l2p.sampling.pipeline import Sampler
+
+    prompts = CAPTIONS[:2]
+    sampler = Sampler(bundle, threads=2, cfg_scale=scale)
+    cond = sampler.encode(prompts, "" if scale > 1 else None)
+    initial = sampler.rt.noise(seed=0, batch=len(prompts))
+    got = sampler.sample(cond, seed=0, steps=4, initial=initial, decode=False).final
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        ref = pipe(prompt=prompts, latents=torch.from_numpy(initial), num_inference_steps=4, guidance_scale=scale,
+                   height=64, width=64, max_sequence_length=pipe.tokenizer_3.model_max_length,
+                   output_type="latent").images.numpy()
+    assert psnr_db(got, ref) >= 60
