@@ -32,7 +32,7 @@ from .engine.flops import count_flops
 from .metrics import image_metrics, psnr_db
 from .errors import InputError
 from .predictor.presets import PRESETS
-from .predictor.schedule import interval_schedule
+from .predictor.schedule import interval_schedule, taylorseer_pattern
 from .sampling.loop import Forecaster
 from .sampling.guidance import split_conditioning
 from .sampling.methods import l2p_forecaster, preset_forecaster
@@ -241,15 +241,25 @@ def check_methods(sampler: Sampler, methods: Sequence[str], steps: int, budgets:
                                                       sampler_settings(sampler)))
 
 
+#: ``--preset-schedules`` names: the presets' even interval schedule and diffusers' TaylorSeer pattern
+PRESET_SCHEDULES = {"interval": interval_schedule, "taylorseer": taylorseer_pattern}
+
+
 def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets: Sequence[int],
               methods: Sequence[str], seeds: Sequence[int], log: Callable[[str], None] = print,
-              repeats: int = 3, schedule: tuple[int, ...] | None = None) -> dict[str, Any]:
+              repeats: int = 3, schedule: tuple[int, ...] | None = None,
+              preset_schedules: Sequence[str] = ("interval",)) -> dict[str, Any]:
     """Bench ``methods`` at each budget. ``l2p:NAME`` may contain ``{M}`` (the budget); a method
     named twice is benched once. Every method is checked (:func:`check_methods`) before the
     full-compute reference runs; all methods of all budgets are timed together, interleaved.
-    With a ``schedule`` (its count the one budget) presets run on it (schedule ``given``) instead
-    of the even interval, and every predictor must have been calibrated for it."""
+    Presets run on each of ``preset_schedules`` (:data:`PRESET_SCHEDULES`; a schedule two names give
+    runs once) and on every predictor's schedule. With a ``schedule`` (its count the one budget)
+    presets run on it (schedule ``given``) instead, and every predictor must have been calibrated for it."""
     methods = list(dict.fromkeys(methods))
+    unknown = [n for n in preset_schedules if n not in PRESET_SCHEDULES]
+    if unknown or not preset_schedules:
+        raise InputError(f"--preset-schedules {','.join(preset_schedules)}: choose one or more of "
+                         f"{', '.join(PRESET_SCHEDULES)}")
     if schedule is not None and list(budgets) != [len(schedule)]:
         raise InputError(f"bench: schedule {list(schedule)} has {len(schedule)} computed steps, but the budgets "
                          f"are {list(budgets)}")
@@ -267,14 +277,18 @@ def run_bench(sampler: Sampler, cond: dict[str, np.ndarray], steps: int, budgets
                                     settings=sampler_settings(sampler))
                 l2p_scheds.setdefault(fc.table.computed, parsed.name)
                 entries.append(Entry(str(parsed), fc, "own"))
+        # schedule -> its label: the given one, or each named preset schedule, then the predictors'
+        own: dict[tuple[int, ...], str] = {schedule: "given"} if schedule is not None else {}
+        if schedule is None:
+            for name in preset_schedules:
+                own.setdefault(PRESET_SCHEDULES[name](steps, m_budget), name)
+        for sched, owner in l2p_scheds.items():
+            own.setdefault(sched, borrowed(owner))
         for meth in methods:
             if meth in PRESETS:
-                entries.append(Entry(meth, preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=schedule),
-                                     "interval" if schedule is None else "given"))
-                for sched, owner in l2p_scheds.items():
-                    if sched != (schedule or interval_schedule(steps, m_budget)):
-                        fc = preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=sched)
-                        entries.append(Entry(meth, fc, borrowed(owner)))
+                for sched, label in own.items():
+                    fc = preset_forecaster(sampler.bundle, meth, steps, m_budget, schedule=sched)
+                    entries.append(Entry(meth, fc, label))
     log(f"{len(entries)} runs: full compute and {len(entries) - 1} cached at budgets {list(budgets)}/{steps}")
     rows = bench.rows(entries)
     return {"bundle": str(sampler.bundle.root), "bundle_hash": sampler.bundle.hash, "steps": steps,

@@ -48,6 +48,31 @@ def test_bench_rows(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None
     assert [line.split()[0] for line in table.splitlines()[2:5]] == ["full", "fora", "lagrange2"]
 
 
+def test_presets_also_run_on_the_taylorseer_pattern(flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
+    """--preset-schedules interval,taylorseer: each preset gets a row per schedule; the taylorseer
+    row is that preset sampled on diffusers' TaylorSeer pattern (warm-up 0,1,2, skip 3, ...)."""
+    import pytest
+
+    from l2p.errors import InputError
+    from l2p.predictor.schedule import interval_schedule, taylorseer_pattern
+    from l2p.sampling.settings import RunSettings
+
+    s = Sampler(flux_bundle)
+    report = run_bench(s, flux_cond, 12, [5], ["fora"], [1000], log=lambda m: None, repeats=1,
+                       preset_schedules=["interval", "taylorseer"])
+    rows = {r["schedule"]: r for r in report["rows"] if r["method"] == "fora"}
+    assert set(rows) == {"interval", "taylorseer"}
+    pattern = taylorseer_pattern(12, 5)
+    assert pattern != interval_schedule(12, 5)
+    ref = s.sample(flux_cond, 1000, 12, decode=False).final
+    for name, sched in (("interval", interval_schedule(12, 5)), ("taylorseer", pattern)):
+        got = s.run(flux_cond, RunSettings(steps=12, seed=1000, method="fora", full_steps=5, schedule=sched),
+                    decode=False).final
+        assert abs(rows[name]["latent_psnr_db"] - psnr_db(got, ref)) < 1e-6
+    with pytest.raises(InputError, match="--preset-schedules even: choose one or more of interval, taylorseer"):
+        run_bench(s, flux_cond, 12, [5], ["fora"], [1000], log=lambda m: None, preset_schedules=["even"])
+
+
 def test_bench_checks_methods_before_computing(flux_bundle: Path, flux_cond: dict[str, np.ndarray], tmp_path: Path,
                                               monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """An unknown method or a missing/mismatched predictor is refused before the first sampling run."""

@@ -6,10 +6,12 @@ For each budget M it calibrates three predictors on the calibration captions (se
 ``study-out-M`` (output tap, searched schedule), ``study-int-M`` (output tap, the presets' even
 interval schedule: L2P against the formulas with the same computed steps) and ``study-res-M``
 (cumulative block residual tap with the cheap head, searched schedule), then benches full compute,
-FORA, TaylorSeer-1/2, Lagrange-2 (each on the even interval schedule and on L2P's searched
-schedule) and the predictors on held-out captions with bench seeds 1000.. (disjoint from the
-calibration seeds). Prints the table and writes
-``OUT/bench.json`` and ``OUT/quality_vs_speedup.png``.
+FORA, TaylorSeer-1/2, Lagrange-2 (each on the even interval schedule, diffusers' TaylorSeer
+pattern and L2P's searched schedule; ``--preset-schedules``) and the predictors on held-out
+captions with bench seeds 1000.. (disjoint from the calibration seeds). Guided models (tiny-sd3)
+run at their default classifier-free guidance scale with the negative prompt "" (``--cfg-scale``).
+Prints the table, L2P's margins over the best preset and whether its quality rises with the
+budget, and writes ``OUT/bench.json`` and ``OUT/quality_vs_speedup.png``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 from l2p.atomic import write_json
-from l2p.bench import BENCH_SEED0, borrowed, format_table, plot, run_bench
+from l2p.bench import BENCH_SEED0, borrowed, format_table, plot, run_bench, sampler_settings
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
 from l2p.progress import terminal_bar
 from l2p.sampling.pipeline import Sampler
@@ -39,24 +41,31 @@ METRICS = (("psnr_db", "8-bit"), ("psnr_float_db", "float"), ("latent_psnr_db", 
 
 
 def margins(report: dict, methods: list[str]) -> str:
-    """L2P minus the best fixed-formula preset (best per measure), on the predictor's own schedule
-    and on the even interval schedule, per budget: the comparisons the L2P issue's targets name."""
+    """L2P minus the best fixed-formula preset (best per measure) per budget: against every preset on
+    the better of its interval schedule and the TaylorSeer pattern (the L2P issue's target), and on
+    the predictor's own schedule; then whether each predictor's quality rises with the budget."""
     rows = report["rows"]
-    out = [f"{'predictor':18s} {'vs. best preset on':26s} " + " ".join(f"{n:>7s}" for _, n in METRICS)]
+    out = [f"{'predictor':18s} {'vs. best preset on':30s} " + " ".join(f"{n:>7s}" for _, n in METRICS)]
     for r in rows:
         if not r["method"].startswith("l2p:"):
             continue
         name, m = r["method"][4:], r["full_steps"]
         presets = [q for q in rows if q["full_steps"] == m and q["method"] in methods]
-        interval = [q for q in presets if q["schedule"] == "interval"]
-        same = [q for q in presets if q["schedule"] == borrowed(name)]
-        # no such rows: the predictor's schedule is the interval one
-        groups = [("the same schedule", same), ("the interval schedule", interval)] if same else \
-            [("the same (interval) sched.", interval)]
+        groups = [("interval or TaylorSeer pattern", [q for q in presets if q["schedule"] in ("interval", "taylorseer")]),
+                  ("the same schedule", [q for q in presets if q["schedule"] == borrowed(name)])]
         for label, group in groups:
             if group:
                 d = [r[k] - max(q[k] for q in group) for k, _ in METRICS]
-                out.append(f"{name:18s} {label:26s} " + " ".join("    n/a" if x != x else f"{x:+7.2f}" for x in d))
+                out.append(f"{name:18s} {label:30s} " + " ".join("    n/a" if x != x else f"{x:+7.2f}" for x in d))
+    by_prefix: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r["method"].startswith("l2p:"):
+            by_prefix.setdefault(r["method"][4:].rsplit("-", 1)[0], []).append((r["full_steps"], r["psnr_db"]))
+    for prefix, pts in by_prefix.items():
+        pts.sort()
+        mono = all(b[1] > a[1] for a, b in zip(pts, pts[1:]))
+        out.append(f"{prefix}: 8-bit PSNR over budgets " + ", ".join(f"{m}: {v:.2f}" for m, v in pts)
+                   + (" (monotone)" if mono else " (NOT monotone)"))
     return "\n".join(out)
 
 
@@ -72,13 +81,18 @@ def main() -> None:
     p.add_argument("--taps", default="output,residual")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-interval", action="store_true", help="skip the L2P predictor on the interval schedule")
+    p.add_argument("--preset-schedules", default="interval,taylorseer",
+                   help="schedules the presets run on besides the predictors' (l2p bench --preset-schedules)")
+    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the family's)")
+    p.add_argument("--repeats", type=int, default=1, help="timed rounds (quality needs one)")
     a = p.parse_args()
     from l2p.export.exporter import export_bundle
 
     bundle = export_bundle(a.model, a.out / "bundle")
-    sampler = Sampler(bundle, threads=a.threads)
+    sampler = Sampler(bundle, threads=a.threads, cfg_scale=a.cfg_scale)
     calib, held = captions(a.calib_captions)
-    ccond, hcond = sampler.encode(calib), sampler.encode(held)
+    negative = "" if sampler.cfg_scale_of(sampler_settings(sampler)) > 1 else None  # diffusers' default
+    ccond, hcond = sampler.encode(calib, negative), sampler.encode(held, negative)
     budgets = [int(b) for b in a.budgets.split(",")]
     taps = a.taps.split(",")
     # (name prefix, tap, schedule): the searched schedule for every tap, the interval one for the output
@@ -95,7 +109,8 @@ def main() -> None:
             pred = Calibrator(sampler, ccond, cfg, log=lambda s: print("  " + s), progress=terminal_bar).run()
             print(f"calibrated {name} in {time.perf_counter() - t0:.0f} s; fit {pred.fit_stats['fit_seconds']:.3f} s")
     methods = [*(f"l2p:{prefix}-{{M}}" for prefix, _, _ in runs), *methods]
-    report = run_bench(sampler, hcond, a.steps, budgets, methods, range(BENCH_SEED0, BENCH_SEED0 + a.bench_seeds))
+    report = run_bench(sampler, hcond, a.steps, budgets, methods, range(BENCH_SEED0, BENCH_SEED0 + a.bench_seeds),
+                       repeats=a.repeats, preset_schedules=a.preset_schedules.split(","))
     report["calibration_captions"] = calib
     report["bench_captions"] = held
     write_json(a.out / "bench.json", report)

@@ -24,6 +24,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "(default: 10, or the count of --schedule)")
     add_schedule_option(b, "run every method on these computed steps instead of the even interval (presets run on "
                            "them; l2p:NAME predictors must have been calibrated for them; --calibrate fixes them)")
+    b.add_argument("--preset-schedules", default="interval", metavar="NAME,...",
+                   help="the schedules presets run on besides each predictor's own: interval (even spacing after "
+                        "step 0) and/or taylorseer (diffusers' TaylorSeer pattern: warm-up 0,1,2, skip one, then "
+                        "every interval-th step, e.g. 0,1,2,4,11,...,46 at 10/50); ignored with --schedule")
     add_cfg_options(b)
     b.add_argument("--methods", default="fora,taylorseer1,taylorseer2,lagrange2", metavar="METHOD,...",
                    help=f"comma-separated: presets ({', '.join(PRESETS)}) and l2p:NAME predictors of the bundle "
@@ -87,7 +91,7 @@ def run(a: argparse.Namespace) -> int:
         methods = [*methods, "l2p:bench-{M}"]
     seeds = range(BENCH_SEED0, BENCH_SEED0 + a.seeds)
     report = run_bench(sampler, cond, steps, budget_list, methods, seeds, log=log, repeats=a.repeats,
-                       schedule=schedule)
+                       schedule=schedule, preset_schedules=a.preset_schedules.split(","))
     if a.plot:
         plot(report, Path(a.plot))
     print(json.dumps(report, indent=2) if a.json else format_table(report))

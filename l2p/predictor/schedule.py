@@ -213,6 +213,35 @@ def taylorseer_cache_schedule(num_steps: int, interval: int, warmup: int = 3) ->
     return (*range(warmup), *range(warmup + 1, num_steps, interval))
 
 
+#: warm-ups tried by :func:`taylorseer_pattern`, in order (diffusers' default ``disable_cache_before_step`` first)
+PATTERN_WARMUPS = (3, 2, 4, 1)
+
+
+def taylorseer_pattern(num_steps: int, full_steps: int) -> Schedule:
+    """Diffusers' TaylorSeer cache pattern with exactly ``full_steps`` computed steps.
+
+    The pattern of :func:`taylorseer_cache_schedule`: warm-up steps ``0 .. w-1``, step ``w``
+    forecast, then every ``interval``-th step from ``w + 1``. For the first warm-up ``w`` of
+    :data:`PATTERN_WARMUPS` where the natural interval ``ceil((N - w - 1) / (M - w))`` gives exactly
+    ``M`` computed steps, that schedule (e.g. ``(50, 10)`` -> warm-up 3, interval 7:
+    ``(0, 1, 2, 4, 11, 18, 25, 32, 39, 46)``); for budgets no interval reaches (e.g. 20/50), warm-up
+    3 (at most ``M - 1``) and the other steps spread evenly from ``w + 1``, the same pattern with a
+    fractional interval.
+    """
+    num_steps = check_count(num_steps, "number of steps", 1)
+    full_steps = check_count(full_steps, "full steps", 1, num_steps)
+    for w in PATTERN_WARMUPS:
+        if w < full_steps and w + 1 < num_steps:
+            sched = taylorseer_cache_schedule(num_steps, math.ceil((num_steps - w - 1) / (full_steps - w)), w)
+            if len(sched) == full_steps:
+                return sched
+    w = min(PATTERN_WARMUPS[0], full_steps - 1)
+    r, span = full_steps - w, num_steps - w - 1
+    if w < 1 or span < r:  # one computed step (step 0), or too few steps for the skip after the warm-up
+        return interval_schedule(num_steps, full_steps)
+    return (*range(w), *(w + 1 + round(j * span / r) for j in range(r)))
+
+
 def check_count(value: Any, what: str, lo: int, hi: int | None = None, note: str = "") -> int:
     """The one rule for every count l2p is given (steps, full steps, warm-up, seeds...).
 

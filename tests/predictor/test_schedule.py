@@ -151,3 +151,20 @@ def test_taylorseer_cache_schedule() -> None:
     assert taylorseer_cache_schedule(10, 3, 1) == (0, 2, 5, 8)
     with pytest.raises(InputError):
         taylorseer_cache_schedule(10, 3, 0)
+
+
+def test_taylorseer_pattern_at_every_budget() -> None:
+    """The TaylorSeer pattern a budget names: diffusers' ``cache_interval`` schedule where one fits
+    (10/50: the issue's (0,1,2,4,11,...,46); 7/50: interval 12), a fractional interval otherwise,
+    always exactly M sorted steps starting at 0."""
+    from l2p.predictor.schedule import taylorseer_pattern
+
+    assert taylorseer_pattern(50, 10) == (0, 1, 2, 4, 11, 18, 25, 32, 39, 46)
+    assert taylorseer_pattern(50, 7) == (0, 1, 2, 4, 16, 28, 40)
+    assert taylorseer_pattern(50, 14) == (0, 1, *range(3, 50, 4))  # warm-up 2, interval 4
+    twenty = taylorseer_pattern(50, 20)  # no interval gives 20: warm-up 3, skip 3, even from 4
+    assert twenty[:4] == (0, 1, 2, 4) and twenty[-1] == 47
+    for n in (1, 2, 5, 28, 50):
+        for m in range(1, n + 1):
+            s = taylorseer_pattern(n, m)
+            assert len(s) == m and s[0] == 0 and list(s) == sorted(set(s)) and s[-1] < n, (n, m, s)
