@@ -39,7 +39,16 @@ from .closed_loop import null_directions, refine
 from .fidelity import fidelity_table, plot_fidelity, projection_fidelity
 from .fit import FitConfig, fit_table
 from .search import noise_levels, search_schedule
-from .split import Part, check_holdout, holdout_split, search_split, select_rows
+from .split import Part, capped, check_holdout, holdout_split, search_split, select_rows
+
+
+#: at most this many cached runs (rows x seeds) score each schedule the search tries, score the fit
+#: variants, refit and closed-loop rounds, and enter the closed loop's Jacobian: what a score needs
+#: on a data set of near-identical runs, and what keeps ``calibrate`` 10/50 on the tiny model
+#: near two minutes whatever the size of the calibration set (rows spread over it: :func:`.split.capped`)
+SEARCH_RUNS = 16
+SCORE_RUNS = 32
+JACOBIAN_RUNS = 16
 
 
 @dataclass(frozen=True)
@@ -251,6 +260,7 @@ class Calibrator:
             self.log(f"schedule: with --full-steps {cfg.full_steps} only step 0 runs the transformer")
             return interval_schedule(cfg.steps, cfg.full_steps, 1), {}
         fit_part, score_part = search_split(self.fit_part, self.held_part)
+        score_part = capped(score_part, SEARCH_RUNS)
         fit_traj = traj.take(fit_part.index(self.num_rows))
         variant = cfg.search_variants()[0]
         self.log(f"schedule search: weights fitted on {fit_part.describe()}, scored closed loop on "
@@ -297,7 +307,7 @@ class Calibrator:
         schedule, search = self.choose_schedule(traj)
         fit_part, held = self.fit_part, self.held_part
         fit_traj = traj.take(fit_part.index(self.num_rows))  # every fit below uses these runs only
-        eval_part = Part(fit_part.rows, fit_part.seeds[:2])  # the calibration score: on (some of) them
+        eval_part = capped(Part(fit_part.rows, fit_part.seeds[:2]), SCORE_RUNS)  # the calibration score
         best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
         variants = []
         with bar_of(self.progress, len(cfg.variants()), "fit variants", "fit") as bar:
@@ -339,7 +349,8 @@ class Calibrator:
         if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
             table, score, closed = refine(
                 table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_part), score,
-                rounds=cfg.closed_loop, log=self.log, progress=self.progress)
+                rounds=cfg.closed_loop, log=self.log, progress=self.progress,
+                probe=lambda t: self.measure(t, traj, capped(eval_part, JACOBIAN_RUNS))[0])
         if held is not None:  # runs no fit used: the honest score
             stats["holdout"] = {"fraction": cfg.holdout, **held.to_json(), "psnr_db": self.evaluate(table, traj, held),
                                 "metric": self.metric}

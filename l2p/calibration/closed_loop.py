@@ -63,8 +63,9 @@ def moved(table: CoefficientTable, dirs: list[Direction], theta: np.ndarray) -> 
 def refine(table: CoefficientTable, dirs: list[Direction],
            measure: Callable[[CoefficientTable], tuple[np.ndarray, float]], base_score: float, rounds: int = 1,
            damping: float = 1e-2, delta: float = 1e-3,
-           log: Callable[[str], None] = lambda s: None,
-           progress: BarFactory = no_bar) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
+           log: Callable[[str], None] = lambda s: None, progress: BarFactory = no_bar,
+           probe: Callable[[CoefficientTable], np.ndarray] | None = None,
+           ) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
     """Damped Gauss-Newton rounds on ``|residual(table)|^2`` over the directions ``dirs``.
 
     Args:
@@ -74,6 +75,9 @@ def refine(table: CoefficientTable, dirs: list[Direction],
             compute) and its calibration score (higher is better, e.g. PSNR).
         rounds: Gauss-Newton rounds; the first costs ``len(dirs) + 2`` cached runs, later ones
             ``len(dirs) + 1`` (the kept candidate's residual is reused).
+        probe: the residual the Jacobian is taken of (cheaper: e.g. on a subset of the runs);
+            default ``measure``'s. Each candidate is still scored by ``measure``; with a
+            probe a kept round costs one more probe run.
         damping: ridge on the normal equations, relative to their mean diagonal.
         progress: makes one bar per round over its cached runs.
         delta: forward-difference step on ``theta`` (directions have unit norm).
@@ -85,14 +89,15 @@ def refine(table: CoefficientTable, dirs: list[Direction],
     if not dirs or rounds < 1:
         return table, base_score, records
     best, best_score = table, base_score
-    r0 = measure(best)[0]
+    residual = probe if probe is not None else (lambda t: measure(t)[0])
+    r0 = residual(best)
     for r in range(rounds):
         J = np.empty((r0.size, len(dirs)), np.float64)  # (residual size, parameters)
         with bar_of(progress, len(dirs) + 1, f"closed-loop round {r + 1}/{rounds}", "run") as bar:
             for n in range(len(dirs)):
                 step = np.zeros(len(dirs))
                 step[n] = delta
-                J[:, n] = (measure(moved(best, dirs, step))[0] - r0) / delta
+                J[:, n] = (residual(moved(best, dirs, step)) - r0) / delta
                 bar.update()
             A = J.T @ J
             A += damping * float(np.trace(A)) / len(dirs) * np.eye(len(dirs))
@@ -104,5 +109,5 @@ def refine(table: CoefficientTable, dirs: list[Direction],
         log(f"closed-loop round {r + 1} ({len(dirs)} parameters): {s:.2f} dB ({'kept' if kept else 'dropped'})")
         if not kept:
             break
-        best, best_score, r0 = cand, s, rc
+        best, best_score, r0 = cand, s, (rc if probe is None else probe(cand))
     return best, best_score, records

@@ -110,6 +110,17 @@ def holdout_split(num_rows: int, num_seeds: int, fraction: float) -> tuple[Part,
     return Part(rows, tuple(s for s in seeds if s not in held)), Part(rows, held)
 
 
+def capped(part: Part, max_runs: int) -> Part:
+    """At most ``max_runs`` of ``part``'s runs, for scores that many runs estimate well enough: all
+    its rows with its first seeds, or (more rows than that) ``max_runs`` rows spread over the list
+    with its first seed."""
+    if part.size <= max_runs:
+        return part
+    if len(part.rows) >= max_runs:
+        return Part(tuple(part.rows[i] for i in _spread(len(part.rows), max_runs)), part.seeds[:1])
+    return Part(part.rows, part.seeds[:max_runs // len(part.rows)])
+
+
 def search_split(fit: Part, held: Part | None) -> tuple[Part, Part]:
     """(fit, score) parts for the schedule search: the held-out part when there is one, else seed 0
     of the fit part scores and its other seeds fit (with one seed, the same runs do both)."""

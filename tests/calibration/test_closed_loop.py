@@ -57,6 +57,26 @@ def test_gauss_newton_reaches_the_least_squares_minimiser() -> None:
     assert len(rec) == 1 and rec[0]["kept"] and s == pytest.approx(score(best))
 
 
+def test_a_probe_on_part_of_the_runs_gives_the_jacobian() -> None:
+    """With ``probe`` (the residual of a subset of the runs) the step is the lstsq answer of that
+    subset, and the candidate is scored by the full ``measure``: 100 of 200 residual rows of a
+    consistent linear system give its exact solution, while the score sees all rows."""
+    table = _fitted(1)
+    dirs = null_directions(table, 1)
+    rng = np.random.default_rng(4)
+    A, truth = rng.standard_normal((200, len(dirs))), rng.standard_normal(len(dirs))
+    b = A @ truth
+    theta = lambda t: np.array([v @ (t.W[i] - table.W[i]) for i, v in dirs])  # noqa: E731
+    residual = lambda t: A @ theta(t) - b  # noqa: E731
+    score = lambda t: -float(np.sum(residual(t) ** 2))  # noqa: E731
+    probed = []
+    best, s, rec = refine(table, dirs, lambda t: (residual(t), score(t)), score(table), rounds=1, damping=1e-12,
+                          probe=lambda t: probed.append(1) or residual(t)[:100])
+    np.testing.assert_allclose(theta(best), truth, rtol=1e-5, atol=1e-6)
+    assert len(probed) == len(dirs) + 2  # the base, one per direction, the kept candidate
+    assert rec[0]["kept"] and s == pytest.approx(score(best))
+
+
 def test_a_round_that_does_not_improve_is_dropped() -> None:
     table = preset("lagrange2", SCHEDULE, 20, K=4)
     dirs = null_directions(table, 1)

@@ -56,3 +56,14 @@ def test_rows() -> None:
             select_rows(cond, parse_rows(text))
     with pytest.raises(InputError, match="comma-separated row numbers"):
         parse_rows("0,x")
+
+
+def test_capped_keeps_spread_rows_and_first_seeds() -> None:
+    from l2p.calibration.split import capped
+
+    part = Part(tuple(range(32)), (0, 1))
+    assert capped(part, 64) == part
+    assert capped(part, 32) == Part(tuple(range(32)), (0,))
+    small = capped(part, 16)
+    assert small.seeds == (0,) and small.size == 16 and small.rows == tuple(range(1, 32, 2))
+    assert capped(Part((0, 1, 2), (0, 1, 2, 3, 4)), 7) == Part((0, 1, 2), (0, 1))
