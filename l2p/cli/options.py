@@ -140,8 +140,9 @@ def add_conditioning_options(p: argparse.ArgumentParser, prompt_file: bool = Tru
     if prompt_file:
         p.add_argument("--prompts", metavar="FILE", help="text file, one prompt per line (bundle with text encoders)")
     else:
-        p.add_argument("--prompt", nargs="+", metavar="TEXT",
-                       help="one or more prompts (needs a bundle with text encoders)")
+        p.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT",
+                       help="one or more prompts (needs a bundle with text encoders); repeat --prompt or give "
+                            "several after one")
     p.add_argument("--conditioning", metavar="COND.npz",
                    help="arrays named after the transformer inputs, one row per condition (instead of prompts)")
 

@@ -141,3 +141,11 @@ def test_hub_id_hint(cond_file: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "black-forest-labs").mkdir()  # an existing folder is a path, not a hub id
     assert "model-hub" not in _err(capsys, ["sample", "black-forest-labs/FLUX.1-dev", "--conditioning",
                                             str(cond_file), "--out", "o"])
+
+
+def test_repeated_prompt_flags_add_up() -> None:
+    """``--prompt A --prompt B C`` is three prompts (a repeated flag used to keep only its last use)."""
+    from l2p.cli import build_parser
+
+    a = build_parser().parse_args(["sample", "B", "--prompt", "a red circle", "--prompt", "a", "b", "--out", "o"])
+    assert a.prompt == ["a red circle", "a", "b"]
