@@ -219,3 +219,27 @@ def test_training_pair_matches_the_pipeline_scheduler() -> None:
         sched._step_index = i
         stepped = sched.step(target, t, xt, return_dict=False)[0]
         torch.testing.assert_close(stepped, flow_matching_pair(x0, noise, sigma_next.expand(2))[0])
+
+
+@shipped
+def test_demo_and_sample_on_the_shipped_model(pipe, meta, tmp_path: Path) -> None:
+    """``l2p demo --model tiny-sd3 --no-compare`` exports and draws it guided (the family's default
+    7 with the negative prompt ""), and ``l2p sample --prompt`` on that bundle gives the final latents
+    of ``StableDiffusion3Pipeline.from_pretrained`` (the shipped folder) from the same noise."""
+    from l2p.atomic import load_npz
+    from l2p.cli import main
+    from l2p.metrics import psnr_db
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny-sd3", "--no-compare", "--steps", "3", "--out", str(out)]) == 0
+    assert (out / "grid.png").is_file()
+    prompts = data.heldout_captions()[:2]
+    assert main(["sample", str(out / "bundle"), "--prompt", *prompts, "--steps", "4", "--out", str(tmp_path / "s")]) == 0
+    run = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert run["cfg_scale"] == meta["guidance_scale"] and run["negative_prompt"] == ""
+    lat = load_npz(tmp_path / "s" / "latents.npz")
+    with torch.no_grad():
+        ref = pipe(prompt=prompts, latents=torch.from_numpy(lat["initial"]), num_inference_steps=4,
+                   guidance_scale=meta["guidance_scale"], max_sequence_length=meta["max_sequence_length"],
+                   output_type="latent").images.numpy()
+    assert psnr_db(lat["final"], ref) >= 60
