@@ -161,7 +161,9 @@ def _fit_words(chosen: dict[str, Any] | None) -> str:
         return ""
     exact = chosen.get("exact")
     words = {None: "", -1: ", free weights", 0: ", weights sum to 1"}.get(exact, f", exact to degree {exact}")
-    return words + (", latent terms" if chosen.get("latents") else "")
+    start = chosen.get("start")
+    return (words + (", latent terms" if chosen.get("latents") else "")
+            + (f", started from {start}" if start not in (None, "least squares") else ""))
 
 
 def _section(title: str, items: list[dict[str, Any]], describe: Any, empty: str) -> list[str]:

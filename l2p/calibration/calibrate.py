@@ -25,6 +25,7 @@ from ..bundle import bundle_hash, read_manifest
 from ..errors import ArtifactError, BusyError, InputError
 from ..locking import folder_lock_path, hold_lock
 from ..predictor.artifact import Predictor, check_name, load_predictor, save_predictor
+from ..predictor.presets import preset
 from ..predictor.schedule import Schedule, format_schedule, interval_schedule, parse_schedule
 from ..predictor.table import CoefficientTable
 from ..progress import BarFactory, bar_of, no_bar
@@ -49,6 +50,10 @@ from .split import Part, capped, check_holdout, holdout_split, search_split, sel
 SEARCH_RUNS = 16
 SCORE_RUNS = 32
 JACOBIAN_RUNS = 16
+#: fixed formulas scored beside the least-squares variants; the best of all is where the refit and
+#: the closed loop start (as a table of history ``PRESET_K``, free to move within "weights sum to 1")
+PRESET_STARTS = ("fora", "taylorseer1", "taylorseer2", "lagrange2")
+PRESET_K = 3
 
 
 @dataclass(frozen=True)
@@ -321,12 +326,20 @@ class Calibrator:
                     best = (score, table, stats, fit_cfg)
                 bar.update()
         assert best is not None
+        fitted = best
+        for name in PRESET_STARTS:  # a fixed formula is a point of the same table space: start there if it
+            start = preset(name, schedule, cfg.steps, K=PRESET_K)  # scores better closed loop (strong CFG)
+            pscore = self.evaluate(start, traj, eval_part)
+            variants.append({"preset": name, "K": PRESET_K, "exact": 0, "latents": False, "psnr_db": pscore})
+            if pscore > best[0]:
+                best = (pscore, start, {**fitted[2], "start": name}, FitConfig(PRESET_K, False, exact=0))
         score, table, stats, self.fit_cfg = best
         f = self.fit_cfg
-        self.log(f"fit: {len(variants)} variants on {fit_traj.count} full-compute trajectories (each fit "
-                 f"{max(v['fit_seconds'] for v in variants) * 1000:.0f} ms at most); best: K={f.K}, "
-                 f"{_exact_words(f.exact)}, {'with' if f.uses_latents else 'no'} latent terms -> {score:.2f} dB "
-                 f"({self.metric} PSNR)")
+        words = (f"the {stats['start']} formula (its weights refined below)" if "start" in stats else
+                 f"K={f.K}, {_exact_words(f.exact)}, {'with' if f.uses_latents else 'no'} latent terms")
+        self.log(f"fit: {len(variants) - len(PRESET_STARTS)} variants on {fit_traj.count} full-compute trajectories "
+                 f"(each fit {max(v.get('fit_seconds', 0) for v in variants) * 1000:.0f} ms at most) and "
+                 f"{len(PRESET_STARTS)} fixed formulas; best: {words} -> {score:.2f} dB ({self.metric} PSNR)")
         refits = []
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")
@@ -364,7 +377,7 @@ class Calibrator:
                       "calibration_part": eval_part.to_json(), "refits": refits, "closed_loop": closed,
                       "fit_variants": variants,
                       "chosen": {"K": f.K, "exact": f.exact, "latents": f.uses_latents, "prior": f.prior,
-                                 "ridge": f.ridge}})
+                                 "ridge": f.ridge, "start": stats.get("start", "least squares")}})
         fspec = feature_spec(self.bundle, cfg.tap)
         lspec = TensorSpec("latent", "float32", fspec.shape) if table.uses_latents else None
         folder = self.bundle.predictor_dir(cfg.name, create=True)  # refuses links on the way

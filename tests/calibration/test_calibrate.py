@@ -35,8 +35,12 @@ def test_artifact(predictor: Path, flux_bundle: Path) -> None:
                                                             separators=(",", ":")).encode()).hexdigest()
     chosen = pred.fit_stats["chosen"]
     assert pred.tap == "output" and pred.K == chosen["K"] in (3, 4, 5) and pred.uses_latents == chosen["latents"]
-    # every fit variant was scored (K 3: exact 0, 1; K 4 and 5: exact 0, 1, 2; each with and without latents)
-    assert len(pred.fit_stats["fit_variants"]) == 16 and pred.fit_stats["calibration_metric"] == "latent"
+    # every fit variant was scored (K 3: exact 0, 1; K 4 and 5: exact 0, 1, 2; each with and without latents),
+    # and the four fixed formulas the refinement may start from
+    fitted = [v for v in pred.fit_stats["fit_variants"] if "preset" not in v]
+    starts = [v["preset"] for v in pred.fit_stats["fit_variants"] if "preset" in v]
+    assert len(fitted) == 16 and pred.fit_stats["calibration_metric"] == "latent"
+    assert starts == ["fora", "taylorseer1", "taylorseer2", "lagrange2"]
     assert {"fidelity.png", "fidelity.txt", "predictor.onnx", "coefficients.npz"} <= {p.name for p in predictor.iterdir()}
     assert pred.fit_stats["fit_seconds"] < 5
     assert len(pred.fit_stats["schedule_search"]) >= 2
@@ -44,6 +48,24 @@ def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     rounds = pred.fit_stats["closed_loop"]
     assert rounds and all(r["parameters"] > 0 for r in rounds)
     assert pred.fit_stats["calibration_psnr_db"] >= max(v["psnr_db"] for v in pred.fit_stats["fit_variants"])
+
+
+def test_fixed_formula_starts_score_as_those_presets_sample(predictor: Path, flux_bundle: Path,
+                                                           flux_cond: dict[str, np.ndarray]) -> None:
+    """Each fixed-formula start's calibration score is the latent PSNR of that preset sampled on the
+    predictor's schedule (l2p sample --method PRESET --schedule ...) against full compute, seeds 0 and 1."""
+    from l2p.metrics import psnr_db
+    from l2p.sampling.settings import RunSettings
+
+    s = Sampler(flux_bundle)
+    pred = load_predictor(predictor)
+    full = np.concatenate([s.sample(flux_cond, k, 12, decode=False).final for k in (0, 1)])
+    for v in pred.fit_stats["fit_variants"]:
+        if "preset" in v:
+            got = np.concatenate([s.run(flux_cond, RunSettings(steps=12, seed=k, method=v["preset"], full_steps=4,
+                                                               schedule=pred.schedule), decode=False).final
+                                  for k in (0, 1)])
+            assert abs(v["psnr_db"] - psnr_db(got, full)) < 1e-3, v
 
 
 def test_l2p_sampling_uses_the_baked_graph(predictor: Path, flux_bundle: Path, flux_cond: dict[str, np.ndarray]) -> None:
