@@ -26,7 +26,7 @@ from ..errors import ArtifactError, BusyError, InputError
 from ..locking import folder_lock_path, hold_lock
 from ..predictor.artifact import Predictor, check_name, load_predictor, save_predictor
 from ..predictor.presets import preset
-from ..predictor.schedule import Schedule, format_schedule, interval_schedule, parse_schedule
+from ..predictor.schedule import Schedule, format_schedule, interval_schedule, parse_schedule, taylorseer_pattern
 from ..predictor.table import CoefficientTable
 from ..progress import BarFactory, bar_of, no_bar
 from ..safe_io import load_npz, make_dirs
@@ -50,8 +50,9 @@ from .split import Part, capped, check_holdout, holdout_split, search_split, sel
 SEARCH_RUNS = 16
 SCORE_RUNS = 32
 JACOBIAN_RUNS = 16
-#: fixed formulas scored beside the least-squares variants; the best of all is where the refit and
-#: the closed loop start (as a table of history ``PRESET_K``, free to move within "weights sum to 1")
+#: fixed formulas scored beside the least-squares variants (on the searched schedule, the interval one
+#: and the TaylorSeer pattern); the best of all is where the refit and the closed loop start (as a
+#: table of history ``PRESET_K``, free to move within "weights sum to 1")
 PRESET_STARTS = ("fora", "taylorseer1", "taylorseer2", "lagrange2")
 PRESET_K = 3
 
@@ -326,20 +327,33 @@ class Calibrator:
                     best = (score, table, stats, fit_cfg)
                 bar.update()
         assert best is not None
-        fitted = best
-        for name in PRESET_STARTS:  # a fixed formula is a point of the same table space: start there if it
-            start = preset(name, schedule, cfg.steps, K=PRESET_K)  # scores better closed loop (strong CFG)
-            pscore = self.evaluate(start, traj, eval_part)
-            variants.append({"preset": name, "K": PRESET_K, "exact": 0, "latents": False, "psnr_db": pscore})
-            if pscore > best[0]:
-                best = (pscore, start, {**fitted[2], "start": name}, FitConfig(PRESET_K, False, exact=0))
+        fitted, n_starts = best, 0
+        # a fixed formula is a point of the same table space: start the refinement there if it scores
+        # better closed loop (strong CFG), on the searched schedule or on the presets' own two
+        starts = [schedule]
+        if cfg.schedule == "search":
+            starts += [s for s in (interval_schedule(cfg.steps, cfg.full_steps),
+                                   taylorseer_pattern(cfg.steps, cfg.full_steps)) if s not in starts]
+        for sched in dict.fromkeys(starts):
+            for name in PRESET_STARTS:
+                start = preset(name, sched, cfg.steps, K=PRESET_K)
+                pscore = self.evaluate(start, traj, eval_part)
+                n_starts += 1
+                variants.append({"preset": name, "schedule": list(sched), "K": PRESET_K, "exact": 0,
+                                 "latents": False, "psnr_db": pscore})
+                if pscore > best[0]:
+                    best = (pscore, start, {**fitted[2], "start": name}, FitConfig(PRESET_K, False, exact=0))
+        if best[1].computed != schedule:
+            self.log(f"schedule: the {best[2]['start']} formula scores best on {list(best[1].computed)}, "
+                     f"not on the searched {list(schedule)}: calibrating on it")
+            schedule = best[1].computed
         score, table, stats, self.fit_cfg = best
         f = self.fit_cfg
         words = (f"the {stats['start']} formula (its weights refined below)" if "start" in stats else
                  f"K={f.K}, {_exact_words(f.exact)}, {'with' if f.uses_latents else 'no'} latent terms")
-        self.log(f"fit: {len(variants) - len(PRESET_STARTS)} variants on {fit_traj.count} full-compute trajectories "
+        self.log(f"fit: {len(variants) - n_starts} variants on {fit_traj.count} full-compute trajectories "
                  f"(each fit {max(v.get('fit_seconds', 0) for v in variants) * 1000:.0f} ms at most) and "
-                 f"{len(PRESET_STARTS)} fixed formulas; best: {words} -> {score:.2f} dB ({self.metric} PSNR)")
+                 f"{n_starts} fixed-formula starts; best: {words} -> {score:.2f} dB ({self.metric} PSNR)")
         refits = []
         for r in range(cfg.refit):  # fit again on the cached sampler's own trajectories
             fc = forecaster_from_table(self.bundle, table, cfg.tap, "refit predictor")

@@ -13,6 +13,7 @@ import pytest
 from l2p.atomic import save_npz
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
 from l2p.calibration.capture import Trajectories
+from l2p.predictor.schedule import interval_schedule, taylorseer_pattern
 from l2p.errors import InputError, MismatchError
 from l2p.predictor.artifact import load_predictor
 from l2p.sampling.pipeline import Sampler
@@ -38,9 +39,12 @@ def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     # every fit variant was scored (K 3: exact 0, 1; K 4 and 5: exact 0, 1, 2; each with and without latents),
     # and the four fixed formulas the refinement may start from
     fitted = [v for v in pred.fit_stats["fit_variants"] if "preset" not in v]
-    starts = [v["preset"] for v in pred.fit_stats["fit_variants"] if "preset" in v]
+    starts = [(v["preset"], tuple(v["schedule"])) for v in pred.fit_stats["fit_variants"] if "preset" in v]
     assert len(fitted) == 16 and pred.fit_stats["calibration_metric"] == "latent"
-    assert starts == ["fora", "taylorseer1", "taylorseer2", "lagrange2"]
+    searched = starts[0][1]  # then the presets' two schedules, where they differ from it
+    schedules = list(dict.fromkeys([searched, interval_schedule(12, 4), taylorseer_pattern(12, 4)]))
+    assert starts == [(n, s) for s in schedules for n in ("fora", "taylorseer1", "taylorseer2", "lagrange2")]
+    assert pred.schedule in schedules
     assert {"fidelity.png", "fidelity.txt", "predictor.onnx", "coefficients.npz"} <= {p.name for p in predictor.iterdir()}
     assert pred.fit_stats["fit_seconds"] < 5
     assert len(pred.fit_stats["schedule_search"]) >= 2
@@ -52,8 +56,8 @@ def test_artifact(predictor: Path, flux_bundle: Path) -> None:
 
 def test_fixed_formula_starts_score_as_those_presets_sample(predictor: Path, flux_bundle: Path,
                                                            flux_cond: dict[str, np.ndarray]) -> None:
-    """Each fixed-formula start's calibration score is the latent PSNR of that preset sampled on the
-    predictor's schedule (l2p sample --method PRESET --schedule ...) against full compute, seeds 0 and 1."""
+    """Each fixed-formula start's calibration score is the latent PSNR of that preset sampled on its
+    schedule (l2p sample --method PRESET --schedule ...) against full compute, seeds 0 and 1."""
     from l2p.metrics import psnr_db
     from l2p.sampling.settings import RunSettings
 
@@ -63,7 +67,7 @@ def test_fixed_formula_starts_score_as_those_presets_sample(predictor: Path, flu
     for v in pred.fit_stats["fit_variants"]:
         if "preset" in v:
             got = np.concatenate([s.run(flux_cond, RunSettings(steps=12, seed=k, method=v["preset"], full_steps=4,
-                                                               schedule=pred.schedule), decode=False).final
+                                                               schedule=tuple(v["schedule"])), decode=False).final
                                   for k in (0, 1)])
             assert abs(v["psnr_db"] - psnr_db(got, full)) < 1e-3, v
 
