@@ -90,7 +90,8 @@ def run(a: argparse.Namespace) -> int:
     elif first:
         initial = sampler.rt.noise(settings.seed + first, images)
     out = Path(a.out)
-    chunks = sampler.batch_plan(cond, settings).count
+    sampler.forecaster(settings)  # the method (a predictor's files) is checked before the transformer engine opens
+    chunks = sampler.batch_plan(cond, settings).count  # the progress bar covers every chunk
     bar = terminal_bar(settings.steps * chunks, f"sampling ({settings.method})", "step")
     res = sampler.run(cond, settings, initial=initial, progress=lambda i: bar.update(1))
     bar.close()
