@@ -4,8 +4,10 @@ An engine takes any batch unless it has fixed limits: a TensorRT plan's optimisa
 (:meth:`~l2p.engine.base.Engine.accepts`; ONNX Runtime accepts everything). A run of ``B``
 images goes through each engine as one batch when the engine takes it, else in consecutive
 chunks of the largest batch it takes (found by binary search on ``accepts``, which assumes a
-profile whose smallest batch is 1: what ``l2p build`` makes). Image ``k`` of a chunked run is
-the image ``k`` of the same run in one batch: every row is computed independently of the others.
+profile whose smallest batch is 1, e.g. ``l2p build --min batch=1 --max batch=8``; with a larger
+smallest batch, a chunk below it stops with the engine's own profile error, never a wrong image).
+Image ``k`` of a chunked run is the image ``k`` of the same run in one batch: every row is
+computed independently of the others.
 
 - :func:`largest_batch`: the search;
 - :func:`run_in_chunks`: one engine call, split (text encoders, VAE decoder);
