@@ -1,8 +1,10 @@
 """``run.json``: what a sampling run needs to be reproduced and explained.
 
-Besides the settings (bundle and its hash, method, steps, seed, conditioning, the classifier-free
-guidance scale and forecast mode, and how many transformer calls and evaluations the run made:
-under guidance each computed step evaluates both branches, in one call or two) it records the
+Besides the settings (bundle and its hash, method, steps, seed and the seed of each image's
+starting noise, conditioning, images per prompt, the classifier-free guidance scale and forecast
+mode, and how many transformer calls and evaluations the run made: under guidance each computed
+step evaluates both branches, in one call or two; a batch the engine does not take whole runs in
+chunks, one call each) it records the
 versions of l2p, ONNX Runtime, numpy and Python, the engine thread count, the image size, for
 ``l2p:NAME`` runs the predictor (name, sha256 of its ``predictor.json`` and coefficients,
 schedule, K, tap, calibration score), and for bundles of a built-in model the caption checker's
@@ -59,11 +61,15 @@ def checker_verdicts(bundle: Bundle, images: np.ndarray | None,
 
 
 def run_record(sampler: Sampler, settings: RunSettings, res: SampleResult, *, prompts: Sequence[str],
-               images: Sequence[Path], threads: int | None, **fields: Any) -> dict[str, Any]:
+               images: Sequence[Path], threads: int | None, seeds: Sequence[int] | None = None,
+               **fields: Any) -> dict[str, Any]:
     """The ``run.json`` of one ``l2p sample`` run.
 
     Args:
-        prompts: the prompts of the sampled rows (empty for a COND.npz run).
+        prompts: the prompt of each image (empty for a COND.npz run).
+        seeds: the seed of each image's starting noise (image ``k`` of a run from ``--seed S``:
+            ``S + k``; ``--index`` runs: their images' seeds in the whole run); ``None`` when the
+            noise came from a file (``--initial-latents``).
         images: the image files written.
         threads: the engines' intra-op thread count (``None`` where the backend has none).
         fields: the CLI's own fields (backend, device, conditioning file, ...), recorded as given.
@@ -73,7 +79,8 @@ def run_record(sampler: Sampler, settings: RunSettings, res: SampleResult, *, pr
     return {
         "bundle": str(Path(sampler.bundle.root).resolve()), "bundle_hash": sampler.bundle.hash,
         "method": settings.method, "steps": settings.steps, "full_steps": res.loop.computed_steps,
-        "seed": settings.seed, "guidance": settings.guidance, "cfg_scale": scale,
+        "seed": settings.seed, "seeds": None if seeds is None else [int(x) for x in seeds],
+        "guidance": settings.guidance, "cfg_scale": scale,
         "cfg_forecast": settings.cfg_forecast if scale > 1 else None, "rows": int(res.final.shape[0]), **fields,
         "prompts": list(prompts), "versions": versions(), "threads": threads, "image_size": shape,
         "latent_shape": list(res.final.shape[1:]), "predictor": predictor_record(sampler.bundle, settings),

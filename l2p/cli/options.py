@@ -91,7 +91,9 @@ def add_run_options(p: argparse.ArgumentParser, sampling: bool = True, full_step
         p.add_argument("--full-steps", type=int, required=full_steps_required, default=full_steps_default,
                        metavar="M", help=full_steps)
     if sampling:
-        p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (0..2**63-1)")
+        p.add_argument("--seed", type=int, default=0,
+                       help="seed of the starting noise (0..2**63-1); image k of a run (0-based, in row order) "
+                            "starts from the noise of seed + k, so it is the image sampled alone with --seed seed+k")
         p.add_argument("--method", default="full", metavar="METHOD",
                        help=f"one of: {', '.join(METHOD_CHOICES)} (a calibrated predictor of the bundle)")
         p.add_argument("--guidance", type=float, default=3.5,

@@ -60,8 +60,9 @@ class StepRecord:
 class LoopResult:
     latents: np.ndarray  # the final latents, on the host
     steps: list[StepRecord] = field(default_factory=list)
-    calls_per_step: int = 1  # transformer-engine calls per computed step (2: CFG branches run one by one)
+    calls_per_step: int = 1  # transformer-engine calls per computed step and chunk (2: CFG branches one by one)
     evaluations_per_step: int = 1  # transformer evaluations per computed step (2 under CFG: both branches)
+    chunks: int = 1  # consecutive row chunks the batch was denoised in (l2p.sampling.batching)
 
     @property
     def computed_steps(self) -> int:
@@ -69,12 +70,13 @@ class LoopResult:
 
     @property
     def transformer_calls(self) -> int:
-        """Transformer-engine calls of the run."""
-        return self.computed_steps * self.calls_per_step
+        """Transformer-engine calls of the run (over all its chunks)."""
+        return self.computed_steps * self.calls_per_step * self.chunks
 
     @property
     def transformer_evaluations(self) -> int:
-        """Transformer evaluations of the run (each CFG branch counts: what the FLOPs scale with)."""
+        """Transformer evaluations of the run, each over all its rows (each CFG branch counts: what
+        the FLOPs scale with; chunking the rows does not change them)."""
         return self.computed_steps * self.evaluations_per_step
 
 

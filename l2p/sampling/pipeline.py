@@ -20,8 +20,9 @@ from ..models import builtin_model_of, check_builtin_prompts
 from ..limits import check_bound
 from .conditioning import NEGATIVE, check_conditioning, load_conditioning
 from .families import runtime_for
+from .batching import BatchPlan, cut, merge_loops, run_in_chunks, transformer_plan
 from .families.base import FamilyRuntime
-from .guidance import CFG, effective_cfg_scale, fusable, split_conditioning
+from .guidance import CFG, effective_cfg_scale, split_conditioning
 from .loop import Capture, Forecaster, LoopResult, denoise
 from .methods import EngineFactory, make_forecaster
 from .schedulers import make_scheduler
@@ -134,7 +135,7 @@ class Sampler:
         if self._tokenizers is None:
             self._tokenizers = load_tokenizers(self.bundle.root, self.bundle.manifest.get("tokenizers", {}))
         def run(graph: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return self.engine(graph).run(feed)
+            return run_in_chunks(self.engine(graph), feed)  # in batches the engine takes
 
         cond = self.rt.encode(prompts, run, self._tokenizers)
         if negative_prompt is not None:
@@ -175,16 +176,21 @@ class Sampler:
             forecaster: Forecaster | None = None, shadow: bool = False) -> SampleResult:
         """Denoise one batch (all rows of ``cond``) from ``settings.seed`` or the given ``initial`` latents.
 
-        ``forecaster`` overrides ``settings.method`` (calibration passes in-memory predictors; on a
-        GPU its engines must be device engines). Noise is drawn on the host, so a seed gives the
-        same starting latents on every device; only the final latents come back from a GPU.
+        Image ``k`` (row ``k``) starts from the noise of seed ``settings.seed + k``
+        (:meth:`~l2p.sampling.families.base.FamilyRuntime.noise`), so it equals that row sampled
+        alone with that seed. ``forecaster`` overrides ``settings.method`` (calibration passes
+        in-memory predictors; on a GPU its engines must be device engines). Noise is drawn on the
+        host, so a seed gives the same starting latents on every device; only the final latents
+        come back from a GPU.
+
+        The rows go through the transformer as one batch when its engine takes it, else in
+        consecutive chunks of the largest batch it takes (:meth:`batch_plan`; ``progress(i)`` is then
+        called after every step of every chunk); with a ``capture`` always as one batch.
 
         Under classifier-free guidance (``settings.cfg_scale``, or the family's default, above 1)
         ``cond`` holds the negative rows too (``negative_*`` arrays; DiT uses its null class).
         """
-        rt = self._runtime(settings.guidance)
-        cond, negative = split_conditioning(rt, cond, self.cfg_scale_of(settings) > 1)
-        batch = next(iter(cond.values())).shape[0]
+        rt, static, neg_static, batch = self._inputs(cond, settings)
         if initial is None:
             initial = rt.noise(settings.seed, batch)
         else:
@@ -196,22 +202,44 @@ class Sampler:
                 )
         if forecaster is None:
             forecaster = self.forecaster(settings)
-        scheduler = make_scheduler(self.bundle.scheduler_config())
-        static = rt.static_inputs(cond)
-        cfg = None
-        if negative is not None:
-            neg_static, engine = rt.static_inputs(negative), self.engine("transformer")
-            fused = self.fuse_branches and fusable(engine, static, neg_static, rt.step_inputs(initial, 1.0))
-            cfg = CFG(self.cfg_scale_of(settings), settings.cfg_forecast, neg_static, fused)
+        engine = self.engine("transformer")
+        plan = self._plan(rt, static, neg_static, batch, chunk=capture is None)
+        schedulers = [make_scheduler(self.bundle.scheduler_config()) for _ in plan.slices]  # one per chunk
+        parts = []
         t0 = time.perf_counter()
-        with self.xp.cuda.Device(self.device_id) if self.on_device else nullcontext():
-            loop = denoise(rt, scheduler, self.engine("transformer"), initial.copy(), static, settings.steps,
-                           forecaster, capture=capture, progress=progress, shadow=shadow, xp=self.xp, cfg=cfg)
+        for rows, scheduler in zip(plan.slices, schedulers):
+            cfg = None if neg_static is None else CFG(self.cfg_scale_of(settings), settings.cfg_forecast,
+                                                      cut(neg_static, engine.spec, rows), plan.fused)
+            with self.xp.cuda.Device(self.device_id) if self.on_device else nullcontext():
+                parts.append(denoise(rt, scheduler, engine, initial[rows].copy(),
+                                     cut(static, engine.spec, rows), settings.steps, forecaster, capture=capture,
+                                     progress=progress, shadow=shadow, xp=self.xp, cfg=cfg))
+        loop = merge_loops(parts)
         seconds = time.perf_counter() - t0
         res = SampleResult(initial, loop.latents, loop, seconds)
         if decode:
             res.images = self.decode(loop.latents)
         return res
+
+    def batch_plan(self, cond: dict[str, np.ndarray], settings: RunSettings) -> BatchPlan:
+        """How :meth:`run` sends the rows of ``cond`` through the transformer engine: one batch,
+        or consecutive chunks of the largest batch its engine takes (under guidance, both branches
+        in one ``2b`` call where the profile and the negative inputs allow it)."""
+        rt, static, neg_static, batch = self._inputs(cond, settings)
+        return self._plan(rt, static, neg_static, batch)
+
+    def _inputs(self, cond: dict[str, np.ndarray], settings: RunSettings
+                ) -> tuple[FamilyRuntime, dict[str, np.ndarray], dict[str, np.ndarray] | None, int]:
+        """The runtime of ``settings``, the static inputs of the conditional and (guided) negative
+        rows, and the number of rows."""
+        rt = self._runtime(settings.guidance)
+        pos, negative = split_conditioning(rt, cond, self.cfg_scale_of(settings) > 1)
+        rows = int(next(iter(pos.values())).shape[0])
+        return rt, rt.static_inputs(pos), None if negative is None else rt.static_inputs(negative), rows
+
+    def _plan(self, rt: FamilyRuntime, static: dict[str, np.ndarray], neg_static: dict[str, np.ndarray] | None,
+              batch: int, chunk: bool = True) -> BatchPlan:
+        return transformer_plan(self.engine("transformer"), rt, static, neg_static, batch, self.fuse_branches, chunk)
 
     def cfg_scale_of(self, settings: RunSettings) -> float:
         """The classifier-free guidance scale a run of ``settings`` uses (1.0: none)."""
@@ -233,7 +261,7 @@ class Sampler:
         (VAE decoder, or the latent itself when it has <= 4 channels); ``None`` when neither."""
         spatial = self.rt.to_vae_latent(latents)  # (B, C, h, w)
         if self.bundle.has("vae_decoder"):
-            image = self.engine("vae_decoder").run({"latent": np.ascontiguousarray(spatial)})["image"]
+            image = run_in_chunks(self.engine("vae_decoder"), {"latent": np.ascontiguousarray(spatial)})["image"]
             if not np.isfinite(image).all():  # NaN would become a black image
                 raise NumericalError("the vae_decoder engine produced NaN/Inf; stopping instead of writing a broken "
                                      "image (try an fp32 bundle: l2p export ... --precision fp32, or another backend)")

@@ -118,3 +118,31 @@ def test_cfg_default_needs_negatives(bundle: Path, cond: dict[str, np.ndarray]) 
 def test_bad_latent_size(model: torch.nn.Module) -> None:
     with pytest.raises(InputError, match="divisible by 2"):
         SD3Adapter(model, (8, 7))
+
+
+@pytest.mark.parametrize("max_batch, size, fused", [(4, 2, True), (1, 1, False)])
+def test_cfg_chunks_give_the_pipeline_latents(bundle: Path, model: torch.nn.Module, max_batch: int, size: int,
+                                              fused: bool) -> None:
+    """5 guided images (g = 7) through a transformer engine that takes at most ``max_batch`` rows (a
+    TensorRT profile's max): chunks of 2 with both branches in one call of 4, or (a profile of 1)
+    chunks of 1 with the branches in two calls; the final latents are the pipeline's (5 rows at
+    once) and the unlimited run's."""
+    from ..sampling.limited_engine import limit
+
+    rng = np.random.default_rng(5)
+    shapes = {"encoder_hidden_states": (5, 6, 16), "pooled_projections": (5, 12)}
+    cond = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    negative = {f"negative_{k}": rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    whole = Sampler(bundle, threads=2, cfg_scale=7.0).sample({**cond, **negative}, seed=2, steps=10, decode=False)
+    s = Sampler(bundle, threads=2, cfg_scale=7.0)
+    engine = limit(s, "transformer", max_batch)
+    got = s.sample({**cond, **negative}, seed=2, steps=10, decode=False)
+    chunks = -(-5 // size)
+    assert s.batch_plan({**cond, **negative}, RunSettings(steps=10, cfg_scale=7.0)).fused == fused
+    assert got.loop.chunks == chunks and got.loop.calls_per_step == (1 if fused else 2)
+    assert got.loop.transformer_calls == len(engine.batches) == 10 * chunks * (1 if fused else 2)
+    assert got.loop.transformer_evaluations == whole.loop.transformer_evaluations == 20
+    assert max(engine.batches) <= max_batch
+    assert np.array_equal(got.final, whole.final) or psnr_db(got.final, whole.final) >= 100
+    ref = pipeline_latents(model, s, cond, got.initial, 7.0, negative)
+    assert psnr_db(got.final, ref) >= 60

@@ -121,3 +121,83 @@ def test_prompts_sample_as_the_pipeline(pipe, bundle: Path, scale: float) -> Non
                    height=64, width=64, max_sequence_length=pipe.tokenizer_3.model_max_length,
                    output_type="latent").images.numpy()
     assert psnr_db(got, ref) >= 60
+
+
+def test_images_per_prompt_sample_as_the_pipeline(pipe, bundle: Path) -> None:
+    """Two prompts x num_images_per_prompt 2 under guidance (g = 7, negative prompt ""): the
+    conditioning is expanded in diffusers' order (each prompt's images consecutively), so l2p's
+    final latents are ``StableDiffusion3Pipeline(prompt=..., num_images_per_prompt=2)``'s from the
+    same noise."""
+    from l2p.metrics import psnr_db
+    from l2p.sampling.pipeline import Sampler
+
+    prompts = CAPTIONS[:2]
+    sampler = Sampler(bundle, threads=2)
+    cond = {k: np.repeat(v, 2, axis=0) for k, v in sampler.encode(prompts, "").items()}  # what l2p sample does
+    got = sampler.sample(cond, seed=3, steps=4, decode=False)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        ref = pipe(prompt=prompts, num_images_per_prompt=2, latents=torch.from_numpy(got.initial),
+                   num_inference_steps=4, guidance_scale=7.0, height=64, width=64,
+                   max_sequence_length=pipe.tokenizer_3.model_max_length, output_type="latent").images.numpy()
+        swapped = pipe(prompt=prompts[::-1], num_images_per_prompt=2, latents=torch.from_numpy(got.initial),
+                       num_inference_steps=4, guidance_scale=7.0, height=64, width=64,
+                       max_sequence_length=pipe.tokenizer_3.model_max_length, output_type="latent").images.numpy()
+    assert psnr_db(got.final, ref) >= 60
+    assert psnr_db(got.final, swapped) < 40  # the order matters: the check above can fail
+
+
+def test_prompts_x_images_equal_images_sampled_alone(bundle: Path, tmp_path: Path) -> None:
+    """``l2p sample --prompt A B C --num-images-per-prompt 2 --seed 5`` (guided, g = 7): image k =
+    2 r + j is prompt r sampled alone with --seed 5 + k (PNG, noise and final latents), and
+    ``--index r`` gives images 2r, 2r + 1 with their seeds."""
+    import json
+
+    from PIL import Image
+
+    from l2p.atomic import load_npz
+    from l2p.cli import main
+    from l2p.metrics import psnr_db
+
+    def sample(out: Path, prompts: list[str], *extra: str) -> tuple[dict, dict, list[np.ndarray]]:
+        assert main(["sample", str(bundle), "--prompt", *prompts, "--steps", "3", "--threads", "2",
+                     "--out", str(out), *extra]) == 0
+        rec = json.loads((out / "run.json").read_text())
+        return load_npz(out / "latents.npz"), rec, [np.asarray(Image.open(out / n)) for n in rec["images"]]
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.array_equal(a, b) or psnr_db(a, b) >= 100)
+
+    prompts = CAPTIONS  # the third is the empty prompt
+    lat, rec, pngs = sample(tmp_path / "all", prompts, "--seed", "5", "--num-images-per-prompt", "2")
+    assert rec["seeds"] == [5, 6, 7, 8, 9, 10] and len(pngs) == 6 and rec["cfg_scale"] == 7.0
+    assert rec["prompts"] == [p for p in prompts for _ in range(2)]
+    for k in range(6):
+        one, one_rec, one_png = sample(tmp_path / f"one{k}", [prompts[k // 2]], "--seed", str(5 + k))
+        assert np.array_equal(one["initial"][0], lat["initial"][k]) and one_rec["seeds"] == [5 + k]
+        assert same(one["final"][0], lat["final"][k]) and np.array_equal(one_png[0], pngs[k]), k
+    part, part_rec, part_png = sample(tmp_path / "index", prompts, "--seed", "5", "--num-images-per-prompt", "2",
+                                      "--index", "2")
+    assert part_rec["seeds"] == [9, 10] and part_rec["prompts"] == ["", ""]
+    assert np.array_equal(part["initial"], lat["initial"][4:])
+    assert same(part["final"], lat["final"][4:]) and all(np.array_equal(a, b) for a, b in zip(part_png, pngs[4:]))
+
+
+def test_encoders_and_decoder_run_in_the_batches_their_engines_take(bundle: Path) -> None:
+    """Text encoders that take 2 rows at most and a VAE decoder that takes 1 (TensorRT profiles'
+    max): 5 prompts encode, and 5 images decode, in chunks, to what the unlimited engines give."""
+    from l2p.sampling.pipeline import Sampler
+
+    from ..sampling.limited_engine import limit
+
+    prompts = ["a red circle at the top left", "a blue square at the center", "", "a green triangle", "a red square"]
+    whole = Sampler(bundle, threads=2)
+    s = Sampler(bundle, threads=2)
+    encoders = [limit(s, g, 2) for g in ("text_encoder", "text_encoder_2", "text_encoder_3")]
+    decoder = limit(s, "vae_decoder", 1)
+    want, got = whole.encode(prompts, ""), s.encode(prompts, "")
+    assert all(e.batches == [2, 2, 1] * 2 for e in encoders)  # the prompts, then the negative prompt
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) or
+                                             np.allclose(want[k], got[k], rtol=0, atol=1e-6) for k in want)
+    latents = whole.rt.noise(0, 5)
+    assert np.array_equal(s.decode(latents), whole.decode(latents)) and decoder.batches == [1] * 5

@@ -30,7 +30,11 @@ def cond_file(flux_cond: dict[str, np.ndarray], tmp_path_factory: pytest.TempPat
 
 
 def cli_latents(bundle: Path, cond_file: Path, row: int, seed: int, out: Path, *extra: str) -> np.ndarray:
-    assert main(["sample", str(bundle), "--conditioning", str(cond_file), "--index", str(row), "--steps", str(STEPS),
+    """``l2p sample`` of conditioning row ``row`` alone (a one-row COND.npz; ``--index`` would give the
+    row's image of the whole run, from seed + row) from ``seed``."""
+    one = out.parent / f"{out.name}-row.npz"
+    save_npz(one, **{k: v[row:row + 1] for k, v in load_npz(cond_file).items()})
+    assert main(["sample", str(bundle), "--conditioning", str(one), "--steps", str(STEPS),
                  "--seed", str(seed), "--out", str(out), *extra]) == 0
     return load_npz(out / "latents.npz")["final"]
 

@@ -53,8 +53,9 @@ def sd3_server(sd3_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def cli_latents(bundle: Path, cond: dict[str, np.ndarray], row: int, seed: int, out: Path, *extra: str) -> np.ndarray:
-    save_npz(out.parent / f"{out.name}.npz", **cond)
-    assert main(["sample", str(bundle), "--conditioning", str(out.parent / f"{out.name}.npz"), "--index", str(row),
+    """``l2p sample`` of conditioning row ``row`` alone (a one-row COND.npz) from ``seed``."""
+    save_npz(out.parent / f"{out.name}.npz", **{k: v[row:row + 1] for k, v in cond.items()})
+    assert main(["sample", str(bundle), "--conditioning", str(out.parent / f"{out.name}.npz"),
                  "--steps", str(STEPS), "--seed", str(seed), "--out", str(out), *extra]) == 0
     return load_npz(out / "latents.npz")["final"]
 

@@ -62,8 +62,16 @@ class FamilyRuntime(ABC):
         """Shape of the latent as the transformer takes it (packed where the family packs)."""
 
     def noise(self, seed: int, batch: int = 1) -> np.ndarray:
-        """Starting noise ``latent_shape(batch)`` float32 from ``seed`` (numpy PCG64)."""
-        return np.random.default_rng(seed).standard_normal(self.latent_shape(batch), dtype=np.float32)
+        """Starting noise ``latent_shape(batch)`` float32: image ``k`` (``k = 0..batch-1``, in row
+        order) is :meth:`image_noise` of seed ``seed + k``, so it starts from the noise it gets when
+        sampled alone with seed ``seed + k`` (a batch of one is ``image_noise(seed)``)."""
+        if batch < 1:
+            return np.zeros(self.latent_shape(0), np.float32)
+        return np.concatenate([self.image_noise(seed + k) for k in range(batch)])
+
+    def image_noise(self, seed: int) -> np.ndarray:
+        """One image's starting noise ``latent_shape(1)`` float32 from ``seed`` (numpy PCG64)."""
+        return np.random.default_rng(seed).standard_normal(self.latent_shape(1), dtype=np.float32)
 
     @abstractmethod
     def set_timesteps(self, scheduler: Any, steps: int) -> None:

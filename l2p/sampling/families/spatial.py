@@ -54,10 +54,10 @@ class Packed2x2Runtime(FamilyRuntime):
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, self.tokens, self.channels * 4)
 
-    def noise(self, seed: int, batch: int = 1) -> np.ndarray:
-        """Noise drawn in the spatial layout ``(B, C, h, w)`` then packed, as the pipelines do."""
-        z = np.random.default_rng(seed).standard_normal((batch, self.channels, self.h, self.w), dtype=np.float32)
-        return pack_2x2(z)  # (B, h/2*w/2, C*4)
+    def image_noise(self, seed: int) -> np.ndarray:
+        """Noise drawn in the spatial layout ``(1, C, h, w)`` then packed, as the pipelines do."""
+        z = np.random.default_rng(seed).standard_normal((1, self.channels, self.h, self.w), dtype=np.float32)
+        return pack_2x2(z)  # (1, h/2*w/2, C*4)
 
     def step_inputs(self, latents: np.ndarray, t: float) -> dict[str, np.ndarray]:
         # FluxPipeline: timestep = t.expand(B).to(latents.dtype) / 1000;
