@@ -14,7 +14,6 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +24,7 @@ from ..bundle import bundle_hash, read_manifest
 from ..errors import ArtifactError, BusyError, InputError
 from ..locking import folder_lock_path, hold_lock
 from ..predictor.artifact import Predictor, check_name, load_predictor, save_predictor
-from ..predictor.presets import preset
-from ..predictor.schedule import Schedule, format_schedule, interval_schedule, parse_schedule, taylorseer_pattern
+from ..predictor.schedule import Schedule, format_schedule, interval_schedule, parse_schedule
 from ..predictor.table import CoefficientTable
 from ..progress import BarFactory, bar_of, no_bar
 from ..safe_io import load_npz, make_dirs
@@ -35,11 +33,12 @@ from ..sampling.pipeline import Sampler
 from ..sampling.guidance import split_conditioning
 from ..sampling.settings import RunSettings
 from ..spec import TensorSpec
-from .capture import Trajectories, capture
+from .capture import Trajectories, capture, full_targets
 from .closed_loop import null_directions, refine
 from .fidelity import fidelity_table, plot_fidelity, projection_fidelity
 from .fit import FitConfig, fit_table
 from .search import noise_levels, search_schedule
+from .starts import PRESET_K, score_starts, start_schedules
 from .split import Part, capped, check_holdout, holdout_split, search_split, select_rows
 
 
@@ -50,11 +49,6 @@ from .split import Part, capped, check_holdout, holdout_split, search_split, sel
 SEARCH_RUNS = 16
 SCORE_RUNS = 32
 JACOBIAN_RUNS = 16
-#: fixed formulas scored beside the least-squares variants (on the searched schedule, the interval one
-#: and the TaylorSeer pattern); the best of all is where the refit and the closed loop start (as a
-#: table of history ``PRESET_K``, free to move within "weights sum to 1")
-PRESET_STARTS = ("fora", "taylorseer1", "taylorseer2", "lagrange2")
-PRESET_K = 3
 
 
 @dataclass(frozen=True)
@@ -327,22 +321,14 @@ class Calibrator:
                     best = (score, table, stats, fit_cfg)
                 bar.update()
         assert best is not None
-        fitted, n_starts = best, 0
-        # a fixed formula is a point of the same table space: start the refinement there if it scores
-        # better closed loop (strong CFG), on the searched schedule or on the presets' own two
-        starts = [schedule]
-        if cfg.schedule == "search":
-            starts += [s for s in (interval_schedule(cfg.steps, cfg.full_steps),
-                                   taylorseer_pattern(cfg.steps, cfg.full_steps)) if s not in starts]
-        for sched in dict.fromkeys(starts):
-            for name in PRESET_STARTS:
-                start = preset(name, sched, cfg.steps, K=PRESET_K)
-                pscore = self.evaluate(start, traj, eval_part)
-                n_starts += 1
-                variants.append({"preset": name, "schedule": list(sched), "K": PRESET_K, "exact": 0,
-                                 "latents": False, "psnr_db": pscore})
-                if pscore > best[0]:
-                    best = (pscore, start, {**fitted[2], "start": name}, FitConfig(PRESET_K, False, exact=0))
+        fitted = best  # then the fixed formulas (:mod:`.starts`): the best of all is refined below
+        starts = score_starts(start_schedules(schedule, cfg.steps, cfg.full_steps, cfg.schedule == "search"),
+                              cfg.steps, lambda t: self.evaluate(t, traj, eval_part))
+        n_starts = len(starts)
+        for pscore, start, record in starts:
+            variants.append(record)
+            if pscore > best[0]:
+                best = (pscore, start, {**fitted[2], "start": record["preset"]}, FitConfig(PRESET_K, False, exact=0))
         if best[1].computed != schedule:
             self.log(f"schedule: the {best[2]['start']} formula scores best on {list(best[1].computed)}, "
                      f"not on the searched {list(schedule)}: calibrating on it")
@@ -407,29 +393,3 @@ class Calibrator:
         guided = f", CFG scale {self.cfg_scale:g}, forecasting the {self.cfg_forecast}" if self.cfg_scale > 1 else ""
         self.log(f"wrote predictor {folder} (schedule {list(schedule)}{guided})")
         return pred
-
-
-def full_targets(own: Trajectories, full: Trajectories, schedule: tuple[int, ...], tap: str) -> Trajectories:
-    """The cached run's own history (inputs) with the full-compute run's features as targets.
-
-    On forecast steps the target becomes the feature the full-compute run had at that step (same
-    condition and seed): the final latent is the noise plus the sum of the step updates, so
-    matching the full run's updates keeps the cached run on it, while the inputs are what the
-    predictor really sees at sampling time (computed steps of the cached run).
-    """
-    target = own.features[tap].copy()  # (T, N, ...)
-    forecast = [i for i in range(target.shape[1]) if i not in schedule]
-    target[:, forecast] = full.features[tap][:, forecast]
-    return Trajectories(own.latents, {**own.features, tap: target}, own.finals)
-
-
-def read_prompts(path: str | Path) -> list[str]:
-    """One prompt per non-empty line."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read prompts file {path}: {e}") from None
-    prompts = [ln.strip() for ln in lines if ln.strip()]
-    if not prompts:
-        raise InputError(f"prompts file {path} holds no prompts")
-    return prompts

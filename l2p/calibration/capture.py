@@ -116,3 +116,17 @@ def capture(sampler: Sampler, cond: dict[str, np.ndarray], seeds: Sequence[int],
         {t: np.concatenate([f[t] for f in feat_runs]) for t in sorted(taps)},
         np.concatenate(finals),
     )
+
+
+def full_targets(own: Trajectories, full: Trajectories, schedule: tuple[int, ...], tap: str) -> Trajectories:
+    """The cached run's own history (inputs) with the full-compute run's features as targets.
+
+    On forecast steps the target becomes the feature the full-compute run had at that step (same
+    condition and seed): the final latent is the noise plus the sum of the step updates, so
+    matching the full run's updates keeps the cached run on it, while the inputs are what the
+    predictor really sees at sampling time (computed steps of the cached run).
+    """
+    target = own.features[tap].copy()  # (T, N, ...)
+    forecast = [i for i in range(target.shape[1]) if i not in schedule]
+    target[:, forecast] = full.features[tap][:, forecast]
+    return Trajectories(own.latents, {**own.features, tap: target}, own.finals)

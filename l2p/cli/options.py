@@ -17,6 +17,7 @@ every range error reads the same. Counts that no settings object holds use :func
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine.registry import BACKENDS
@@ -161,7 +162,6 @@ def check_conditioning_args(a: argparse.Namespace) -> None:
 def conditioning(sampler: Sampler, a: argparse.Namespace) -> dict[str, Any]:
     """The conditioning rows: the prompts through the bundle's text encoders (and under guidance
     the negative prompt's, as ``negative_*`` arrays), or the COND.npz."""
-    from ..calibration.calibrate import read_prompts
 
     check_conditioning_args(a)
     from ..sampling.guidance import effective_cfg_scale
@@ -206,3 +206,15 @@ def add_output_options(p: argparse.ArgumentParser, out: str | None = None, defau
         p.add_argument("--out", required=default is None, default=default, metavar="DIR", help=out)
     if json:
         p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per non-empty line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read prompts file {path}: {e}") from None
+    prompts = [ln.strip() for ln in lines if ln.strip()]
+    if not prompts:
+        raise InputError(f"prompts file {path} holds no prompts")
+    return prompts
