@@ -124,7 +124,7 @@ class Bench:
         self.log = log
         self.repeats = repeats
         b = sampler.bundle
-        self.cfg_scale = sampler.cfg_scale_of(RunSettings(cfg_scale=sampler.cfg_scale))
+        self.cfg_scale = sampler.run_cfg_scale
         self.branch_forecast = self.cfg_scale > 1 and sampler.cfg_forecast == "branches"
         pos, neg = split_conditioning(sampler.rt, cond, self.cfg_scale > 1)
         dims = self._dims(pos)

@@ -23,7 +23,6 @@ from .atomic import write_json
 from .demo_figure import Column, save_compare, save_grid
 from .models import BUILTIN
 from .sampling.pipeline import Sampler
-from .sampling.settings import RunSettings
 from .timing import NOISE_NOTE, format_speedup
 
 CAPTIONS_FALLBACK = ["a red circle at the top left", "a blue square at the center",
@@ -84,19 +83,12 @@ def _draw_quality(report: dict[str, Any]) -> Any:
     return draw
 
 
-def encode(sampler: Sampler, prompts: list[str]) -> dict[str, np.ndarray]:
-    """Conditioning rows for ``prompts``; under the family's default classifier-free guidance
-    (tiny-sd3: 7) also the negative rows of diffusers' default negative prompt ``""``."""
-    guided = sampler.cfg_scale_of(RunSettings(cfg_scale=sampler.cfg_scale)) > 1
-    return sampler.encode(prompts, "" if guided else None)
-
-
 def _calibrate(sampler: Sampler, calib: list[str], steps: int, budgets: Sequence[int]) -> None:
     """One L2P predictor ``demo-M`` per budget (skipped when up to date; the capture is shared)."""
     from .calibration.calibrate import CalibrationConfig, Calibrator
     from .progress import terminal_bar
 
-    cond = encode(sampler, calib)
+    cond = sampler.encode_for_runs(calib)
     for m in budgets:
         print(f"calibrating L2P for {m}/{steps} steps on {len(calib)} training captions ...")
         t0 = time.perf_counter()
@@ -118,7 +110,7 @@ def run_demo(model: str, out: Path, steps: int = 50, budgets: Sequence[int] = (1
     bundle = export_bundle(model, out / "bundle")
     sampler = Sampler(bundle)
     captions, calib = _captions(model)
-    cond = encode(sampler, captions)
+    cond = sampler.encode_for_runs(captions)
     full = sampler.sample(cond, seed=0, steps=steps)
     assert full.images is not None
     ok = _check(full.images, captions, model)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from l2p.atomic import write_json
-from l2p.bench import BENCH_SEED0, borrowed, format_table, plot, run_bench, sampler_settings
+from l2p.bench import BENCH_SEED0, borrowed, format_table, plot, run_bench
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
 from l2p.progress import terminal_bar
 from l2p.sampling.pipeline import Sampler
@@ -91,8 +91,7 @@ def main() -> None:
     bundle = export_bundle(a.model, a.out / "bundle")
     sampler = Sampler(bundle, threads=a.threads, cfg_scale=a.cfg_scale)
     calib, held = captions(a.calib_captions)
-    negative = "" if sampler.cfg_scale_of(sampler_settings(sampler)) > 1 else None  # diffusers' default
-    ccond, hcond = sampler.encode(calib, negative), sampler.encode(held, negative)
+    ccond, hcond = sampler.encode_for_runs(calib), sampler.encode_for_runs(held)
     budgets = [int(b) for b in a.budgets.split(",")]
     taps = a.taps.split(",")
     # (name prefix, tap, schedule): the searched schedule for every tap, the interval one for the output

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from l2p.atomic import write_json
-from l2p.bench import BENCH_SEED0, format_table, run_bench, sampler_settings
+from l2p.bench import BENCH_SEED0, format_table, run_bench
 from l2p.calibration.calibrate import CalibrationConfig, Calibrator
 from l2p.predictor.schedule import format_schedule
 from l2p.progress import terminal_bar
@@ -84,8 +84,7 @@ def main() -> None:
     bundle = export_bundle(a.model, a.out / "bundle")
     sampler = Sampler(bundle, threads=a.threads)
     calib, held = captions(a.calib_captions)
-    negative = "" if sampler.cfg_scale_of(sampler_settings(sampler)) > 1 else None
-    ccond, hcond = sampler.encode(calib, negative), sampler.encode(held, negative)
+    ccond, hcond = sampler.encode_for_runs(calib), sampler.encode_for_runs(held)
     seconds: dict[str, float] = {}
 
     def calibrate(name: str, cfg: CalibrationConfig):  # type: ignore[no-untyped-def]

@@ -157,7 +157,7 @@ class Calibrator:
         self.cond = select_rows(self.sampler.check_conditioning(cond, "calibration conditioning"), cfg.rows)
         self.cfg = cfg
         # classifier-free guidance: the sampler's; calibration captures the guided trajectories
-        self.cfg_scale = sampler.cfg_scale_of(RunSettings(cfg_scale=sampler.cfg_scale))
+        self.cfg_scale = sampler.run_cfg_scale
         self.cfg_forecast = sampler.cfg_forecast if self.cfg_scale > 1 else "guided"
         split_conditioning(sampler.rt, self.cond, self.cfg_scale > 1)  # missing negative arrays: refused now
         self.log = log

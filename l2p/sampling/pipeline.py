@@ -144,6 +144,11 @@ class Sampler:
             cond.update({NEGATIVE + k: v for k, v in neg.items()})
         return self.check_conditioning(cond, "text encoders")
 
+    def encode_for_runs(self, prompts: list[str]) -> dict[str, np.ndarray]:
+        """:meth:`encode` for this sampler's own runs: with diffusers' default negative prompt ``""``
+        when they are guided (:attr:`run_cfg_scale` above 1)."""
+        return self.encode(prompts, "" if self.run_cfg_scale > 1 else None)
+
     def load_conditioning(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         return load_conditioning(path, self.bundle.spec("transformer"), self.rt.cond_names)
 
@@ -204,10 +209,10 @@ class Sampler:
             forecaster = self.forecaster(settings)
         engine = self.engine("transformer")
         plan = self._plan(rt, static, neg_static, batch, chunk=capture is None)
-        schedulers = [make_scheduler(self.bundle.scheduler_config()) for _ in plan.slices]  # one per chunk
         parts = []
         t0 = time.perf_counter()
-        for rows, scheduler in zip(plan.slices, schedulers):
+        for rows in plan.slices:
+            scheduler = make_scheduler(self.bundle.scheduler_config())  # a fresh one per chunk
             cfg = None if neg_static is None else CFG(self.cfg_scale_of(settings), settings.cfg_forecast,
                                                       cut(neg_static, engine.spec, rows), plan.fused)
             with self.xp.cuda.Device(self.device_id) if self.on_device else nullcontext():
@@ -240,6 +245,12 @@ class Sampler:
     def _plan(self, rt: FamilyRuntime, static: dict[str, np.ndarray], neg_static: dict[str, np.ndarray] | None,
               batch: int, chunk: bool = True) -> BatchPlan:
         return transformer_plan(self.engine("transformer"), rt, static, neg_static, batch, self.fuse_branches, chunk)
+
+    @property
+    def run_cfg_scale(self) -> float:
+        """The classifier-free guidance scale of this sampler's own runs (its ``cfg_scale``, else
+        the family's default; 1.0: none)."""
+        return self.cfg_scale_of(RunSettings(cfg_scale=self.cfg_scale))
 
     def cfg_scale_of(self, settings: RunSettings) -> float:
         """The classifier-free guidance scale a run of ``settings`` uses (1.0: none)."""
