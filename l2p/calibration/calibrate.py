@@ -171,6 +171,14 @@ class Calibrator:
         self.cond_hash = h.hexdigest()
 
     # trajectories ---------------------------------------------------------------------------
+    @property
+    def run_seeds(self) -> list[int]:
+        """The ``--seed`` of each calibration seed's batch: ``k * rows`` for seed number ``k``. Image ``r``
+        of a batch starts from seed ``seed + r`` (``FamilyRuntime.noise``), so every (row, seed) pair
+        of the calibration set starts from its own noise; seeds ``0, 1, ...`` would give row ``r + 1``
+        of seed ``k`` the noise of row ``r`` of seed ``k + 1``."""
+        return [k * self.num_rows for k in range(self.cfg.seeds)]
+
     def full_trajectories(self) -> Trajectories:
         guided = f"-cfg{self.cfg_scale!r}-{self.cfg_forecast}" if self.cfg_scale > 1 else ""
         key = hashlib.sha256(f"{self.cond_hash}-{self.cfg.steps}-{self.cfg.seeds}{guided}".encode()).hexdigest()[:24]
@@ -180,7 +188,7 @@ class Calibrator:
         if path.is_file():
             try:
                 traj = Trajectories.from_arrays(load_npz(path, nofollow=True))
-                if traj.fits(self.sampler, rows, range(self.cfg.seeds), self.cfg.steps):
+                if traj.fits(self.sampler, rows, self.run_seeds, self.cfg.steps):
                     self.log(f"reusing {traj.count} cached full-compute trajectories ({path.name})")
                     return traj
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
@@ -188,7 +196,7 @@ class Calibrator:
             path.unlink()  # unreadable, stale or foreign cache: recompute
         self.log(f"capturing {rows} conditions x {self.cfg.seeds} seeds, {self.cfg.steps} full steps each ...")
         with bar_of(self.progress, self.cfg.seeds * self.cfg.steps, "capture (full compute)", "step") as bar:
-            traj = capture(self.sampler, self.cond, range(self.cfg.seeds), self.cfg.steps,
+            traj = capture(self.sampler, self.cond, self.run_seeds, self.cfg.steps,
                            progress=lambda n: self.log(f"  seed {n + 1}/{self.cfg.seeds} done"),
                            on_step=lambda i: bar.update())
         make_dirs(self.bundle.root, posixpath.dirname(rel), "trajectory cache")

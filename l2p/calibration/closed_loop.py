@@ -10,7 +10,9 @@ the fit's polynomial-exactness constraints (so the refined table still forecasts
 degree <= ``exact`` exactly): ``W[i] = W0[i] + sum_k theta[i, k] * v[i, k]``, one or two numbers
 per step. The residual (decoded calibration images, or final latents, minus full compute) is
 linearised in ``theta`` by forward differences, one cached run per parameter, and a damped
-Gauss-Newton step is taken. A round is kept only when the calibration score improves.
+Gauss-Newton step is taken, shortened (x1, 1/2, 1/4, 1/10) while it does not improve the score: the
+cached run is far from linear in the weights under strong guidance, where the full step overshoots.
+A round is kept only when the calibration score improves.
 
 Torch-free.
 """
@@ -29,6 +31,8 @@ from ..progress import BarFactory, bar_of, no_bar
 from .fit import _constraints
 
 Direction = tuple[int, np.ndarray]  # (forecast step i, unit vector over the K feature weights)
+#: fractions of the Gauss-Newton step tried in turn until one improves the score (a backtracking line search)
+STEP_SCALES = (1.0, 0.5, 0.25, 0.1)
 
 
 def null_directions(table: CoefficientTable, exact: int) -> list[Direction]:
@@ -65,6 +69,7 @@ def refine(table: CoefficientTable, dirs: list[Direction],
            damping: float = 1e-2, delta: float = 1e-3,
            log: Callable[[str], None] = lambda s: None, progress: BarFactory = no_bar,
            probe: Callable[[CoefficientTable], np.ndarray] | None = None,
+           step_scales: tuple[float, ...] = STEP_SCALES,
            ) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
     """Damped Gauss-Newton rounds on ``|residual(table)|^2`` over the directions ``dirs``.
 
@@ -74,16 +79,18 @@ def refine(table: CoefficientTable, dirs: list[Direction],
         measure: one cached run of a table -> its flat float64 residual (cached run minus full
             compute) and its calibration score (higher is better, e.g. PSNR).
         rounds: Gauss-Newton rounds; the first costs ``len(dirs) + 2`` cached runs, later ones
-            ``len(dirs) + 1`` (the kept candidate's residual is reused).
+            ``len(dirs) + 1`` (the kept candidate's residual is reused), plus one per shortened step.
         probe: the residual the Jacobian is taken of (cheaper: e.g. on a subset of the runs);
             default ``measure``'s. Each candidate is still scored by ``measure``; with a
             probe a kept round costs one more probe run.
         damping: ridge on the normal equations, relative to their mean diagonal.
         progress: makes one bar per round over its cached runs.
         delta: forward-difference step on ``theta`` (directions have unit norm).
+        step_scales: fractions of the Gauss-Newton step tried in turn; the first that improves is kept.
 
     Returns:
-        the best table, its score and one record per round (``score``, ``kept``).
+        the best table, its score and one record per round (``psnr_db``: the best tried step's
+        score, ``kept``, ``step_scale``: that step's fraction).
     """
     records: list[dict[str, Any]] = []
     if not dirs or rounds < 1:
@@ -101,12 +108,22 @@ def refine(table: CoefficientTable, dirs: list[Direction],
                 bar.update()
             A = J.T @ J
             A += damping * float(np.trace(A)) / len(dirs) * np.eye(len(dirs))
-            cand = moved(best, dirs, -np.linalg.solve(A, J.T @ r0))
-            rc, s = measure(cand)
+            theta = -np.linalg.solve(A, J.T @ r0)  # (parameters,) the Gauss-Newton step
+            tried: tuple[float, float, CoefficientTable, np.ndarray] | None = None  # (score, scale, table, residual)
+            for scale in step_scales:  # backtracking: shorter steps until one improves
+                cand = moved(best, dirs, scale * theta)
+                rc, s = measure(cand)
+                if tried is None or s > tried[0]:
+                    tried = (s, scale, cand, rc)
+                if s > best_score:
+                    break
             bar.update()
+        assert tried is not None
+        s, scale, cand, rc = tried
         kept = s > best_score
-        records.append({"round": r + 1, "parameters": len(dirs), "psnr_db": s, "kept": kept})
-        log(f"closed-loop round {r + 1} ({len(dirs)} parameters): {s:.2f} dB ({'kept' if kept else 'dropped'})")
+        records.append({"round": r + 1, "parameters": len(dirs), "psnr_db": s, "kept": kept, "step_scale": scale})
+        log(f"closed-loop round {r + 1} ({len(dirs)} parameters, step x{scale:g}): {s:.2f} dB "
+            f"({'kept' if kept else 'dropped'})")
         if not kept:
             break
         best, best_score, r0 = cand, s, (rc if probe is None else probe(cand))

@@ -81,5 +81,24 @@ def test_a_round_that_does_not_improve_is_dropped() -> None:
     table = preset("lagrange2", SCHEDULE, 20, K=4)
     dirs = null_directions(table, 1)
     best, s, rec = refine(table, dirs, lambda t: (t.W.reshape(-1) - 1.0, 0.0), 5.0, rounds=3)
-    assert best is table and s == 5.0 and rec == [{"round": 1, "parameters": len(dirs), "psnr_db": 0.0, "kept": False}]
+    assert best is table and s == 5.0
+    assert rec == [{"round": 1, "parameters": len(dirs), "psnr_db": 0.0, "kept": False, "step_scale": 1.0}]
     assert refine(table, [], lambda t: (np.zeros(1), 1.0), 2.0) == (table, 2.0, [])
+
+
+def test_a_step_that_overshoots_is_shortened() -> None:
+    """A residual with a quadratic term (``A theta - b + 5 |theta|^2``): the Gauss-Newton step of its
+    linearisation at the fitted table (lstsq's answer) makes the score worse, half of it better, and
+    the round keeps the half step."""
+    table = _fitted(1)
+    dirs = null_directions(table, 1)
+    rng = np.random.default_rng(5)
+    A, b = rng.standard_normal((200, len(dirs))), rng.standard_normal(200)
+    theta = lambda t: np.array([v @ (t.W[i] - table.W[i]) for i, v in dirs])  # noqa: E731
+    residual = lambda t: A @ theta(t) - b + 5.0 * float(theta(t) @ theta(t))  # noqa: E731
+    score = lambda t: -float(np.sum(residual(t) ** 2))  # noqa: E731
+    full = np.linalg.lstsq(A, b, rcond=None)[0]
+    assert score(moved(table, dirs, full)) < score(table) < score(moved(table, dirs, 0.5 * full))
+    best, s, rec = refine(table, dirs, lambda t: (residual(t), score(t)), score(table), rounds=1, damping=1e-12)
+    np.testing.assert_allclose(theta(best), 0.5 * full, rtol=0.05, atol=1e-3)  # J by forward differences
+    assert rec[0]["kept"] and rec[0]["step_scale"] == 0.5 and s == pytest.approx(score(best))
