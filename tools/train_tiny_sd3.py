@@ -72,6 +72,9 @@ class Config(tc.BaseConfig):
     warmup: int = 200
     ema_decay: float = 0.999
     caption_dropout: float = 0.15
+    # guidance-aware targets: the captioned branch learns uncond + (v - uncond) / G (uncond = the model's
+    # own empty-prompt prediction, no gradient), so that guidance at scale G reproduces the data flow
+    guidance_target: float = GUIDANCE_SCALE
     minutes: float | None = None  # wall-clock cap for the transformer stage
 
 
@@ -138,6 +141,33 @@ def flow_matching_pair(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tenso
     return (1.0 - s) * x0 + s * noise, noise - x0, sigma * 1000.0
 
 
+def guided_target(transformer, xt: torch.Tensor, timestep: torch.Tensor, target: torch.Tensor,
+                  keep: torch.Tensor, empty_embeds: torch.Tensor, empty_pooled: torch.Tensor,
+                  scale: float) -> torch.Tensor:
+    """Targets under which guidance at ``scale`` reproduces the conditional flow.
+
+    For the captioned rows (``keep``) the target becomes ``u + (v - u) / scale``, where ``u`` is the
+    model's own prediction for the same ``x_t`` under the empty prompt (no gradient) and ``v`` the flow
+    target. In expectation the captioned branch then learns ``c = u + (v* - u) / scale``, so the
+    pipeline's ``u + scale (c - u)`` equals the conditional flow ``v*``, while ``guidance_scale=1``
+    samples ``c``: mostly the unconditional flow, as with large real models, where guidance is what
+    makes samples follow the prompt.
+
+    Args: xt, target float32 ``(B, C, h, w)``; timestep ``(B,)``; keep bool ``(B,)``;
+    empty_embeds ``(T, D)``, empty_pooled ``(D,)``. Returns the new targets ``(B, C, h, w)``.
+    """
+    if not bool(keep.any()):
+        return target
+    n = int(keep.sum())
+    with torch.no_grad():
+        uncond = transformer(hidden_states=xt[keep], encoder_hidden_states=empty_embeds.expand(n, -1, -1),
+                             pooled_projections=empty_pooled.expand(n, -1), timestep=timestep[keep],
+                             return_dict=False)[0]  # (n, C, h, w)
+    out = target.clone()
+    out[keep] = uncond + (target[keep] - uncond) / scale
+    return out
+
+
 def train_transformer(cfg: Config, transformer, latents: torch.Tensor, caption_idx: torch.Tensor,
                       prompt_embeds: torch.Tensor, pooled: torch.Tensor, t0: float):
     """Flow-matching training with caption dropout; returns the EMA copy of ``transformer``.
@@ -158,6 +188,9 @@ def train_transformer(cfg: Config, transformer, latents: torch.Tensor, caption_i
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout  # (B,)
         xt, target, timestep = flow_matching_pair(x0, noise, sigma)
         k = torch.where(drop, empty, caption_idx[idx])  # dropped captions -> the empty prompt's row
+        if cfg.guidance_target != 1.0:
+            target = guided_target(transformer, xt, timestep, target, ~drop, prompt_embeds[empty], pooled[empty],
+                                   cfg.guidance_target)
         pred = transformer(hidden_states=xt, encoder_hidden_states=prompt_embeds[k], pooled_projections=pooled[k],
                            timestep=timestep, return_dict=False)[0]
         return F.mse_loss(pred, target)
@@ -193,6 +226,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     tc.add_run_options(p, Config.seed, DEFAULT_OUT)
     p.add_argument("--caption-dropout", type=float, default=Config.caption_dropout,
                    help="fraction of training samples conditioned on the empty prompt")
+    p.add_argument("--guidance-target", type=float, default=Config.guidance_target,
+                   help="train the captioned branch so that guidance at this scale draws the data "
+                        "(default: the pipeline's default scale; 1 = plain flow matching)")
     shape = p.add_argument_group("transformer shape")
     shape.add_argument("--layers", type=int, default=Config.num_layers, help="joint transformer blocks")
     shape.add_argument("--heads", type=int, default=Config.num_attention_heads, help="attention heads")
@@ -200,8 +236,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     args = p.parse_args(argv)
     if not 0.0 <= args.caption_dropout < 1.0:
         p.error(f"--caption-dropout must be in [0, 1), got {args.caption_dropout}")
+    if args.guidance_target < 1.0:
+        p.error(f"--guidance-target must be >= 1, got {args.guidance_target}")
     cfg = Config(seed=args.seed, num_layers=args.layers, num_attention_heads=args.heads,
-                 attention_head_dim=args.head_dim, caption_dropout=args.caption_dropout)
+                 attention_head_dim=args.head_dim, caption_dropout=args.caption_dropout,
+                 guidance_target=args.guidance_target)
     if args.quick:  # also a smaller transformer
         cfg.num_layers, cfg.num_attention_heads = 2, 2
     tc.apply_run_options(args, cfg)

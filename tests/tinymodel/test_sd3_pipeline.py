@@ -221,6 +221,39 @@ def test_training_pair_matches_the_pipeline_scheduler() -> None:
         torch.testing.assert_close(stepped, flow_matching_pair(x0, noise, sigma_next.expand(2))[0])
 
 
+def test_guided_target_makes_guidance_at_its_scale_draw_the_flow() -> None:
+    """``--guidance-target G``: a model whose captioned branch predicts the new targets and whose empty
+    branch predicts what it does now gives, under the pipeline's ``u + G (c - u)``, the flow target
+    itself; rows trained on the empty prompt keep their target; the empty branch is the transformer's
+    own prediction under the empty prompt's embedding."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from train_tiny_sd3 import guided_target
+
+    torch.manual_seed(0)
+    model = diffusers.SD3Transformer2DModel(sample_size=4, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                            attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                            caption_projection_dim=16, pooled_projection_dim=8,
+                                            pos_embed_max_size=2).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # random init zeroes the adaLN-zero paths: perturb so outputs depend on the input
+        for prm in model.parameters():
+            prm.add_(0.1 * torch.randn(prm.shape, generator=gen))
+    xt, v = torch.randn(4, 4, 4, 4, generator=gen), torch.randn(4, 4, 4, 4, generator=gen)
+    timestep = torch.tensor([100.0, 400.0, 700.0, 900.0])
+    empty_embeds, empty_pooled = torch.randn(5, 16, generator=gen), torch.randn(8, generator=gen)
+    keep = torch.tensor([True, False, True, True])
+    new = guided_target(model, xt, timestep, v, keep, empty_embeds, empty_pooled, 7.0)
+    with torch.no_grad():
+        u = model(hidden_states=xt, encoder_hidden_states=empty_embeds.expand(4, -1, -1),
+                  pooled_projections=empty_pooled.expand(4, -1), timestep=timestep, return_dict=False)[0]
+    guided = u + 7.0 * (new - u)  # StableDiffusion3Pipeline's combination
+    torch.testing.assert_close(guided[keep], v[keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(new[~keep], v[~keep])
+    assert not torch.allclose(new[keep], v[keep])
+    assert guided_target(model, xt, timestep, v, torch.zeros(4, dtype=torch.bool), empty_embeds, empty_pooled,
+                         7.0) is v
+
+
 @shipped
 def test_demo_and_sample_on_the_shipped_model(pipe, meta, tmp_path: Path) -> None:
     """``l2p demo --model tiny-sd3 --no-compare`` exports and draws it guided (the family's default
