@@ -28,7 +28,7 @@ Same data, tokenizers, VAE recipe and EMA loop as the tiny FLUX model (:mod:`tin
 
 Usage::
 
-    # full run into l2p/assets/tiny-sd3 (estimated ~27-33 min on 2 idle cores; training the VAE
+    # full run into l2p/assets/tiny-sd3 (35 min on 2 idle cores for the shipped run; training the VAE
     # instead of --vae-from adds ~12-14 min)
     python tools/train_tiny_sd3.py --vae-from l2p/assets/tiny-flux
     python tools/train_tiny_sd3.py --quick --out /tmp/tiny-sd3-smoke  # smoke run (~1-2 min)
