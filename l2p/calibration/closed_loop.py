@@ -69,7 +69,7 @@ def refine(table: CoefficientTable, dirs: list[Direction],
            damping: float = 1e-2, delta: float = 1e-3,
            log: Callable[[str], None] = lambda s: None, progress: BarFactory = no_bar,
            probe: Callable[[CoefficientTable], np.ndarray] | None = None,
-           step_scales: tuple[float, ...] = STEP_SCALES,
+           step_scales: tuple[float, ...] = STEP_SCALES, label: str = "closed-loop",
            ) -> tuple[CoefficientTable, float, list[dict[str, Any]]]:
     """Damped Gauss-Newton rounds on ``|residual(table)|^2`` over the directions ``dirs``.
 
@@ -87,6 +87,7 @@ def refine(table: CoefficientTable, dirs: list[Direction],
         progress: makes one bar per round over its cached runs.
         delta: forward-difference step on ``theta`` (directions have unit norm).
         step_scales: fractions of the Gauss-Newton step tried in turn; the first that improves is kept.
+        label: names the rounds in the log and the progress bars.
 
     Returns:
         the best table, its score and one record per round (``psnr_db``: the best tried step's
@@ -100,7 +101,7 @@ def refine(table: CoefficientTable, dirs: list[Direction],
     r0 = residual(best)
     for r in range(rounds):
         J = np.empty((r0.size, len(dirs)), np.float64)  # (residual size, parameters)
-        with bar_of(progress, len(dirs) + 1, f"closed-loop round {r + 1}/{rounds}", "run") as bar:
+        with bar_of(progress, len(dirs) + 1, f"{label} round {r + 1}/{rounds}", "run") as bar:
             for n in range(len(dirs)):
                 step = np.zeros(len(dirs))
                 step[n] = delta
@@ -122,7 +123,7 @@ def refine(table: CoefficientTable, dirs: list[Direction],
         s, scale, cand, rc = tried
         kept = s > best_score
         records.append({"round": r + 1, "parameters": len(dirs), "psnr_db": s, "kept": kept, "step_scale": scale})
-        log(f"closed-loop round {r + 1} ({len(dirs)} parameters, step x{scale:g}): {s:.2f} dB "
+        log(f"{label} round {r + 1} ({len(dirs)} parameters, step x{scale:g}): {s:.2f} dB "
             f"({'kept' if kept else 'dropped'})")
         if not kept:
             break

@@ -52,6 +52,14 @@ def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     rounds = pred.fit_stats["closed_loop"]
     assert rounds and all(r["parameters"] > 0 for r in rounds)
     assert pred.fit_stats["calibration_psnr_db"] >= max(v["psnr_db"] for v in pred.fit_stats["fit_variants"])
+    # the best candidate on another schedule was refined too; the better of the two is kept
+    runner_up = pred.fit_stats["runner_up"]
+    assert tuple(runner_up["schedule"]) in schedules
+    if runner_up["kept"]:
+        assert pred.schedule == tuple(runner_up["schedule"])
+        assert pred.fit_stats["calibration_psnr_db"] == runner_up["psnr_db"]
+    else:
+        assert pred.fit_stats["calibration_psnr_db"] >= runner_up["psnr_db"]
 
 
 def test_fixed_formula_starts_score_as_those_presets_sample(predictor: Path, flux_bundle: Path,
