@@ -4,7 +4,8 @@ A preset (FORA, TaylorSeer, Lagrange) is a coefficient table like a least-square
 classifier-free guidance, where every forecast error of a branch is amplified by the scale, plain
 reuse can score better closed loop than any extrapolating fit (tiny-sd3 at 7). Calibration scores
 :data:`PRESET_STARTS` on the chosen schedule and, when that schedule was searched, on the presets'
-own two (the even interval and diffusers' TaylorSeer pattern), and refines from the best of all.
+own two (the even interval and diffusers' TaylorSeer pattern), and refines from the best of all
+and from the best on another schedule (the runner-up).
 
 Torch-free.
 """
