@@ -49,6 +49,8 @@ from .split import Part, capped, holdout_split, search_split, select_rows
 SEARCH_RUNS = 16
 SCORE_RUNS = 32
 JACOBIAN_RUNS = 16
+#: the best candidate on another schedule than the best's is refined too if it trails by at most this (dB)
+RUNNER_UP_GAP_DB = 3.0
 
 
 def _exact_words(exact: int) -> str:
@@ -254,8 +256,11 @@ class Calibrator:
             pool.append((pscore, start, {**fitted[2], "start": record["preset"]}, FitConfig(PRESET_K, False, exact=0)))
             if pscore > best[0]:
                 best = pool[-1]
-        # the runner-up on another schedule is refined too: the closed loop can add more to it (tiny-sd3 7/50)
+        # the runner-up on another schedule is refined too: the closed loop can add more to it (tiny-sd3 7/50),
+        # unless it trails by more than one round has ever added (about 2 dB on the tiny models)
         contender = max((c for c in pool if c[1].computed != best[1].computed), key=lambda c: c[0], default=None)
+        if contender is not None and contender[0] < best[0] - RUNNER_UP_GAP_DB:
+            contender = None
         if best[1].computed != schedule:
             self.log(f"schedule: the {best[2]['start']} formula scores best on {list(best[1].computed)}, "
                      f"not on the searched {list(schedule)}: calibrating on it")
