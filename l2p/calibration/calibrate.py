@@ -292,18 +292,17 @@ class Calibrator:
             table, stats, score = cand, cstats, cscore
         closed: list[dict[str, Any]] = []
         if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
-            table, score, closed = refine(
-                table, null_directions(table, f.exact), lambda t: self.measure(t, traj, eval_part), score,
-                rounds=cfg.closed_loop, log=self.log, progress=self.progress,
-                probe=lambda t: self.measure(t, traj, capped(eval_part, JACOBIAN_RUNS))[0])
+            def closed_loop(start: CoefficientTable, exact: int, start_score: float, label: str = "closed-loop"):
+                return refine(start, null_directions(start, exact), lambda t: self.measure(t, traj, eval_part),
+                              start_score, rounds=cfg.closed_loop, log=self.log, progress=self.progress, label=label,
+                              probe=lambda t: self.measure(t, traj, capped(eval_part, JACOBIAN_RUNS))[0])
+
+            table, score, closed = closed_loop(table, f.exact, score)
             if contender is not None:
                 self.log(f"closed loop on the runner-up on another schedule, {list(contender[1].computed)} "
                          f"({contender[0]:.2f} dB)")
-                ctable, cscore, cclosed = refine(
-                    contender[1], null_directions(contender[1], contender[3].exact),
-                    lambda t: self.measure(t, traj, eval_part), contender[0], rounds=cfg.closed_loop, log=self.log,
-                    progress=self.progress, probe=lambda t: self.measure(t, traj, capped(eval_part, JACOBIAN_RUNS))[0],
-                    label="runner-up closed-loop")
+                ctable, cscore, cclosed = closed_loop(contender[1], contender[3].exact, contender[0],
+                                                      "runner-up closed-loop")
                 stats["runner_up"] = {"schedule": list(ctable.computed), "psnr_db": cscore, "kept": cscore > score,
                                       "start": contender[2].get("start", "least squares")}
                 if cscore > score:
