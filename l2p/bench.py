@@ -322,13 +322,16 @@ def format_table(report: dict[str, Any]) -> str:
 
 def series_label(row: dict[str, Any]) -> str:
     """The plot's name for a bench row's line over budgets: the method, and whose schedule it ran
-    on when not its own or the even interval one (``taylorseer2 on l2p:bench's schedule``)."""
+    on when not its own or the even interval one (``taylorseer2 on l2p:bench's schedule``,
+    ``fora on the TaylorSeer pattern``)."""
     m = str(row["full_steps"])
 
     def strip(name: str) -> str:  # one line per predictor family over budgets: l2p:bench-10 -> l2p:bench
         return name[: -len(m) - 1] if name.endswith("-" + m) else name
 
     schedule = str(row["schedule"])
+    if schedule == "taylorseer":
+        return f"{row['method']} on the TaylorSeer pattern"
     if schedule.startswith("of l2p:"):
         return f"{row['method']} on l2p:{strip(schedule[len('of l2p:'):])}'s schedule"
     return strip(str(row["method"]))
@@ -348,8 +351,9 @@ def draw_quality(ax: Any, report: dict[str, Any], keep: Callable[[dict[str, Any]
     colours = {m: f"C{i % 10}" for i, m in enumerate(sorted(set(method_of.values())))}  # a method keeps its colour
     for key, pts in sorted(series.items()):
         pts.sort()
-        borrowed_schedule = " on " in key  # dashed: the same method on an L2P predictor's schedule
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--" if borrowed_schedule else "o-", label=key,
+        # dashed: the same method on an L2P predictor's schedule; dotted: on diffusers' TaylorSeer pattern
+        style = "o:" if key.endswith("TaylorSeer pattern") else "o--" if " on " in key else "o-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=key,
                 color=colours[method_of[key]], lw=2.5 if key.startswith("l2p") else 1.5)
     ax.set_xlabel("transformer FLOPs reduction vs. full compute (x)")
     ax.set_ylabel("PSNR vs. full compute (dB)")

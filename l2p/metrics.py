@@ -26,8 +26,8 @@ def max_errors(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")))
 
 
-def psnr_db(got: np.ndarray, ref: np.ndarray, peak: float | None = None) -> float:
-    """Mean over the leading axis of the PSNR (dB, capped at 99) of ``got`` against ``ref`` (same
+def psnr_each(got: np.ndarray, ref: np.ndarray, peak: float | None = None) -> np.ndarray:
+    """float64 ``(B,)``: the PSNR (dB, capped at 99) of each ``got[i]`` against ``ref[i]`` (same
     shape, any float or integer dtype); ``peak``: the signal's peak, default each reference's range."""
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -36,7 +36,12 @@ def psnr_db(got: np.ndarray, ref: np.ndarray, peak: float | None = None) -> floa
         g, r = g.astype(np.float64), r.astype(np.float64)
         pk = float(r.max() - r.min()) if peak is None else peak
         vals.append(99.0 if np.array_equal(g, r) else min(99.0, peak_signal_noise_ratio(r, g, data_range=pk)))
-    return float(np.mean(vals))
+    return np.asarray(vals, dtype=np.float64)
+
+
+def psnr_db(got: np.ndarray, ref: np.ndarray, peak: float | None = None) -> float:
+    """Mean over the leading axis of :func:`psnr_each`."""
+    return float(np.mean(psnr_each(got, ref, peak)))
 
 
 def image_metrics(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:

@@ -120,9 +120,12 @@ def test_plot_labels_and_legend(tmp_path: Path) -> None:
                  {"method": "taylorseer2", "schedule": "interval", "full_steps": m, "flops_reduction": red,
                   "psnr_db": base},
                  {"method": "taylorseer2", "schedule": borrowed(f"bench-{m}"), "full_steps": m,
-                  "flops_reduction": red, "psnr_db": base + 1}]
+                  "flops_reduction": red, "psnr_db": base + 1},
+                 {"method": "taylorseer2", "schedule": "taylorseer", "full_steps": m, "flops_reduction": red,
+                  "psnr_db": base - 3}]
     labels = {series_label(r) for r in rows[1:]}
-    assert labels == {"l2p:bench", "taylorseer2", "taylorseer2 on l2p:bench's schedule"}
+    assert labels == {"l2p:bench", "taylorseer2", "taylorseer2 on l2p:bench's schedule",
+                      "taylorseer2 on the TaylorSeer pattern"}
     path = plot({"rows": rows, "steps": 12, "seeds": [1000]}, tmp_path / "q.png")
     from PIL import Image
 

@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--budgets", default="10,7")
     p.add_argument("--calib-captions", type=int, default=16)
-    p.add_argument("--calib-seeds", type=int, default=2)
+    p.add_argument("--calib-seeds", type=int, default=4, help="calibration seeds per caption (l2p calibrate's default)")
     p.add_argument("--bench-seeds", type=int, default=4)
     p.add_argument("--taps", default="output,residual")
     p.add_argument("--threads", type=int)

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..atomic import save_npz, write_bytes
-from ..metrics import psnr_db
+from ..metrics import psnr_db, psnr_each
 from ..bundle import bundle_hash, read_manifest
 from ..errors import ArtifactError, BusyError, InputError
 from ..locking import folder_lock_path, hold_lock
 from ..predictor.artifact import Predictor, load_predictor, save_predictor
-from ..predictor.schedule import interval_schedule
+from ..predictor.presets import preset
+from ..predictor.schedule import Schedule, interval_schedule
 from ..predictor.table import CoefficientTable
 from ..progress import BarFactory, bar_of, no_bar
 from ..safe_io import load_npz, make_dirs
@@ -38,17 +39,28 @@ from .config import CalibrationConfig
 from .fidelity import fidelity_table, plot_fidelity, projection_fidelity
 from .fit import FitConfig, fit_table
 from .search import noise_levels, search_schedule
-from .starts import PRESET_K, score_starts, start_schedules
-from .split import Part, capped, holdout_split, search_split, select_rows
+from .starts import PRESET_K, PRESET_STARTS, score_starts, start_schedules
+from .split import Part, capped, holdout_split, search_folds, select_rows
 
 
 #: at most this many cached runs (rows x seeds) score each schedule the search tries, score the fit
-#: variants, refit and closed-loop rounds, and enter the closed loop's Jacobian: what a score needs
-#: on a data set of near-identical runs, and what keeps ``calibrate`` 10/50 on the tiny model
-#: near two minutes whatever the size of the calibration set (rows spread over it: :func:`.split.capped`)
+#: variants, refit and closed-loop rounds, and enter the closed loop's Jacobian at 10 computed steps
+#: (:func:`run_cap`): what a score needs on a data set of near-identical runs, and what keeps
+#: ``calibrate`` 10/50 on the tiny model near two minutes whatever the size of the calibration set
+#: (rows spread over it: :func:`.split.capped`)
 SEARCH_RUNS = 16
 SCORE_RUNS = 32
 JACOBIAN_RUNS = 16
+
+
+def run_cap(runs: int, full_steps: int) -> int:
+    """The cap ``runs`` (set for 10 computed steps) at ``full_steps``: a cached run costs about its
+    computed steps, so fewer of them afford more runs, up to 64. At high acceleration each run's
+    score scatters more (a few forecast errors grow through many steps), and more runs keep the
+    search from choosing a schedule by the luck of a few."""
+    return min(64, max(runs, runs * 10 // max(full_steps, 1)))
+
+
 #: the best candidate on another schedule than the best's is refined too if it trails by at most this (dB)
 RUNNER_UP_GAP_DB = 3.0
 
@@ -163,6 +175,11 @@ class Calibrator:
         """
         return self.measure(table, ref, part)[1]
 
+    def run_scores(self, table: CoefficientTable, ref: Trajectories, part: Part) -> np.ndarray:
+        """float64 ``(runs,)``: :meth:`evaluate`'s PSNR of each run of ``part``, in its order."""
+        got, want = self._outputs(table, ref, part)
+        return psnr_each(got, want, peak=1.0) if self.metric == "image" else psnr_each(got, want)
+
     def measure(self, table: CoefficientTable, ref: Trajectories, part: Part) -> tuple[np.ndarray, float]:
         """One cached run: what :meth:`evaluate` scores as a flat float64 residual (cached minus
         full compute), and the score."""
@@ -172,8 +189,9 @@ class Calibrator:
 
     def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], dict[str, Any]]:
         """The computed steps: given (``--schedule 0,1,...``), the interval schedule, or searched
-        (:func:`~.search.search_schedule`: for each candidate, fit the weights on the search's fit
-        part and score the cached sampler on its score part, :func:`~.split.search_split`)."""
+        (:func:`~.search.search_schedule`: for each candidate, fit the weights on a fold's fit part
+        and score the cached sampler on its score part, :func:`~.split.search_folds`; the fixed
+        formulas' tables are scored on the same runs)."""
         cfg = self.cfg
         if cfg.fixed_schedule is not None:
             self.log(f"schedule: given, {list(cfg.fixed_schedule)}")
@@ -183,22 +201,30 @@ class Calibrator:
         if cfg.full_steps == 1:  # one computed step: step 0, and nothing to search
             self.log(f"schedule: with --full-steps {cfg.full_steps} only step 0 runs the transformer")
             return interval_schedule(cfg.steps, cfg.full_steps, 1), {}
-        fit_part, score_part = search_split(self.fit_part, self.held_part)
-        score_part = capped(score_part, SEARCH_RUNS)
-        fit_traj = traj.take(fit_part.index(self.num_rows))
+        folds = search_folds(self.fit_part, self.held_part, run_cap(SEARCH_RUNS, cfg.full_steps))
+        fit_trajs = [traj.take(fit.index(self.num_rows)) for fit, _ in folds]
         variant = cfg.search_variants()[0]
-        self.log(f"schedule search: weights fitted on {fit_part.describe()}, scored closed loop on "
-                 f"{score_part.describe()}" + (" (the same runs: one seed, no --holdout)" if fit_part == score_part
-                                               else ""))
+        self.log("schedule search: " + "; ".join(
+            f"weights fitted on {fit.describe()}, scored closed loop on {score.describe()}"
+            + (" (the same runs: one seed, no --holdout)" if fit == score else "") for fit, score in folds))
+
+        def fitted(sched: Schedule) -> np.ndarray:  # each fold's runs scored by weights fitted on its other runs
+            return np.concatenate([self.run_scores(self.fit(ft, sched, variant)[0], traj, score)
+                                   for ft, (_, score) in zip(fit_trajs, folds)])
+
+        def formula(name: str) -> Callable[[Schedule], np.ndarray]:
+            return lambda sched: np.concatenate([self.run_scores(preset(name, sched, cfg.steps, K=PRESET_K), traj,
+                                                                 score) for _, score in folds])
+
         t0 = time.perf_counter()
         best, score, record = search_schedule(
-            cfg.steps, cfg.full_steps, lambda sched: self.evaluate(self.fit(fit_traj, sched, variant)[0], traj,
-                                                                    score_part),
-            levels=noise_levels(self.sampler, cfg.steps), progress=self.progress, log=self.log)
-        record.update({"seconds": time.perf_counter() - t0, "fit_part": fit_part.to_json(),
-                       "score_part": score_part.to_json(), "metric": self.metric})
-        self.log(f"schedule search: {list(best)} -> {score:.2f} dB ({self.metric} PSNR on "
-                 f"{score_part.describe()}), {record['evaluations']} schedules in {record['seconds']:.0f} s")
+            cfg.steps, cfg.full_steps, fitted, levels=noise_levels(self.sampler, cfg.steps), progress=self.progress,
+            log=self.log, kind="least squares", others={name: formula(name) for name in PRESET_STARTS})
+        record.update({"seconds": time.perf_counter() - t0, "folds": [{"fit": f.to_json(), "score": s.to_json()}
+                                                                      for f, s in folds], "metric": self.metric})
+        self.log(f"schedule search: {list(best)} -> {score:.2f} dB ({self.metric} PSNR, {record['kind']}, on "
+                 f"{sum(s.size for _, s in folds)} runs), {record['evaluations']} evaluations in "
+                 f"{record['seconds']:.0f} s")
         return best, record
 
     def run(self) -> Predictor:
@@ -231,7 +257,8 @@ class Calibrator:
         schedule, search = self.choose_schedule(traj)
         fit_part, held = self.fit_part, self.held_part
         fit_traj = traj.take(fit_part.index(self.num_rows))  # every fit below uses these runs only
-        eval_part = capped(Part(fit_part.rows, fit_part.seeds[:2]), SCORE_RUNS)  # the calibration score
+        cap = run_cap(SCORE_RUNS, cfg.full_steps)  # the calibration score: two seeds (more at high acceleration)
+        eval_part = capped(Part(fit_part.rows, fit_part.seeds[:2 * cap // SCORE_RUNS]), cap)
         best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
         pool: list[tuple[float, CoefficientTable, dict[str, Any], FitConfig]] = []  # every candidate
         variants = []
@@ -247,8 +274,21 @@ class Calibrator:
                     best = pool[-1]
                 bar.update()
         assert best is not None
-        fitted = best  # then the fixed formulas (:mod:`.starts`): the best of all is refined below
-        starts = score_starts(start_schedules(schedule, cfg.steps, cfg.full_steps, cfg.schedule == "search"),
+        fitted = best
+        # the search's next best schedules, scored again on these (more) runs: at high acceleration a
+        # search score on few runs is luck as much as schedule (tiny-sd3 at 5/50)
+        leaders = [tuple(sch) for sch in search.get("leaders", [])]
+        variant = cfg.search_variants()[0]
+        for sched in leaders:
+            table, stats = self.fit(fit_traj, sched, variant)
+            score = self.evaluate(table, traj, eval_part)
+            variants.append({"K": variant.K, "exact": variant.exact, "latents": False, "prior": variant.prior,
+                             "ridge": variant.ridge, "psnr_db": score, "schedule": list(sched),
+                             "fit_seconds": stats["fit_seconds"]})
+            pool.append((score, table, stats, variant))
+            best = max(best, pool[-1], key=lambda c: c[0])
+        # then the fixed formulas (:mod:`.starts`) on these schedules: the best of all is refined below
+        starts = score_starts(start_schedules(schedule, cfg.steps, cfg.full_steps, cfg.schedule == "search", leaders),
                               cfg.steps, lambda t: self.evaluate(t, traj, eval_part))
         n_starts = len(starts)
         for pscore, start, record in starts:
@@ -262,8 +302,9 @@ class Calibrator:
         if contender is not None and contender[0] < best[0] - RUNNER_UP_GAP_DB:
             contender = None
         if best[1].computed != schedule:
-            self.log(f"schedule: the {best[2]['start']} formula scores best on {list(best[1].computed)}, "
-                     f"not on the searched {list(schedule)}: calibrating on it")
+            what = f"the {best[2]['start']} formula" if "start" in best[2] else "the least-squares fit"
+            self.log(f"schedule: {what} scores best on {list(best[1].computed)}, not on the searched "
+                     f"{list(schedule)}: calibrating on it")
             schedule = best[1].computed
         score, table, stats, self.fit_cfg = best
         f = self.fit_cfg
@@ -292,10 +333,12 @@ class Calibrator:
             table, stats, score = cand, cstats, cscore
         closed: list[dict[str, Any]] = []
         if cfg.closed_loop:  # Gauss-Newton on the cached sampler's final images, inside the exactness constraints
+            probe_part = capped(eval_part, run_cap(JACOBIAN_RUNS, cfg.full_steps))
+
             def closed_loop(start: CoefficientTable, exact: int, start_score: float, label: str = "closed-loop"):
                 return refine(start, null_directions(start, exact), lambda t: self.measure(t, traj, eval_part),
                               start_score, rounds=cfg.closed_loop, log=self.log, progress=self.progress, label=label,
-                              probe=lambda t: self.measure(t, traj, capped(eval_part, JACOBIAN_RUNS))[0])
+                              probe=lambda t: self.measure(t, traj, probe_part)[0])
 
             table, score, closed = closed_loop(table, f.exact, score)
             if contender is not None:
@@ -319,7 +362,7 @@ class Calibrator:
                       "schedule_search": search.get("candidates", [])[:10],
                       "schedule_refinement": search.get("refinement", []),
                       "schedule_search_result": {k: search[k] for k in ("evaluations", "seconds", "psnr_db", "interval",
-                                                                        "fit_part", "score_part") if k in search},
+                                                                        "kind", "leaders", "folds") if k in search},
                       "calibration_part": eval_part.to_json(), "refits": refits, "closed_loop": closed,
                       "fit_variants": variants,
                       "chosen": {"K": f.K, "exact": f.exact, "latents": f.uses_latents, "prior": f.prior,

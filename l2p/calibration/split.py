@@ -6,8 +6,9 @@ trajectory of seed number ``k`` and conditioning row ``r`` is number ``k * rows 
 
 - ``--holdout F``: about the fraction ``F`` of the rows (spread over the list), or of the seeds
   when there is a single row, is kept out of every fit; calibration scores the predictor on it.
-- without it, the schedule search still fits on seeds ``1..`` and scores on seed ``0`` (all rows),
-  so that a candidate schedule is never scored on the runs its weights were fitted on.
+- without it, the schedule search fits on seeds ``1..`` and scores on seed ``0`` (all rows), then,
+  where its run budget allows, fits on seed ``0`` and scores on the others: a candidate schedule
+  is never scored on the runs its weights were fitted on (:func:`search_folds`).
 
 Torch-free.
 """
@@ -121,11 +122,18 @@ def capped(part: Part, max_runs: int) -> Part:
     return Part(part.rows, part.seeds[:max_runs // len(part.rows)])
 
 
-def search_split(fit: Part, held: Part | None) -> tuple[Part, Part]:
-    """(fit, score) parts for the schedule search: the held-out part when there is one, else seed 0
-    of the fit part scores and its other seeds fit (with one seed, the same runs do both)."""
+def search_folds(fit: Part, held: Part | None, max_runs: int) -> list[tuple[Part, Part]]:
+    """(fit, score) folds for the schedule search, together scoring at most ``max_runs`` runs, none
+    of them with weights fitted on it: the held-out part when there is one; else seed 0 of the fit
+    part scored with weights fitted on its other seeds, then (while under ``max_runs``) the other
+    seeds scored with weights fitted on seed 0; with one seed, the same runs do both."""
     if held is not None:
-        return fit, held
+        return [(fit, capped(held, max_runs))]
     if len(fit.seeds) < 2:
-        return fit, fit
-    return Part(fit.rows, fit.seeds[1:]), Part(fit.rows, fit.seeds[:1])
+        return [(fit, capped(fit, max_runs))]
+    first, rest = Part(fit.rows, fit.seeds[:1]), Part(fit.rows, fit.seeds[1:])
+    folds = [(rest, capped(first, max_runs))]
+    left = max_runs - folds[0][1].size
+    if left > 0:
+        folds.append((first, capped(rest, left)))
+    return folds

@@ -4,7 +4,8 @@ A preset (FORA, TaylorSeer, Lagrange) is a coefficient table like a least-square
 classifier-free guidance, where every forecast error of a branch is amplified by the scale, plain
 reuse can score better closed loop than any extrapolating fit (tiny-sd3 at 7). Calibration scores
 :data:`PRESET_STARTS` on the chosen schedule and, when that schedule was searched, on the presets'
-own two (the even interval and diffusers' TaylorSeer pattern), and refines from the best of all
+own two (the even interval and diffusers' TaylorSeer pattern) and on the search's next best
+schedules, and refines from the best of all
 and from the best on another schedule (the runner-up).
 
 Torch-free.
@@ -12,7 +13,7 @@ Torch-free.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..predictor.presets import preset
@@ -25,12 +26,13 @@ PRESET_STARTS = ("fora", "taylorseer1", "taylorseer2", "lagrange2")
 PRESET_K = 3
 
 
-def start_schedules(schedule: Schedule, num_steps: int, full_steps: int, searched: bool) -> list[Schedule]:
-    """``schedule``, then (when it was searched) the interval schedule and the TaylorSeer pattern
-    of the budget where they differ from it."""
+def start_schedules(schedule: Schedule, num_steps: int, full_steps: int, searched: bool,
+                    leaders: Sequence[Schedule] = ()) -> list[Schedule]:
+    """``schedule``, then (when it was searched) the interval schedule, the TaylorSeer pattern of
+    the budget and the search's ``leaders`` (its next best schedules), where they differ from it."""
     out = [schedule]
     if searched:
-        out += [interval_schedule(num_steps, full_steps), taylorseer_pattern(num_steps, full_steps)]
+        out += [interval_schedule(num_steps, full_steps), taylorseer_pattern(num_steps, full_steps), *leaders]
     return list(dict.fromkeys(out))
 
 

@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--no-latents", action="store_true", help="do not try fits with the latent terms")
     c.add_argument("--solver", default="lstsq", choices=SOLVERS, help="closed form or gradient (MSE) fit")
     c.add_argument("--schedule", default="search", metavar="search|interval|STEPS",
-                   help="search the computed steps (a family of warm-ups, tails and spacings, then local moves, "
-                        "each scored closed loop on runs its fit did not use), the even interval, or the computed "
+                   help="search the computed steps (a family of warm-ups, tails and spacings scored with fitted "
+                        "weights and with the fixed formulas, then local moves, each scored closed loop on runs its "
+                        "fit did not use), the even interval, or the computed "
                         "steps themselves: comma-separated, increasing, starting at 0 (e.g. 0,1,2,4,11,18,25,32,"
                         "39,46)")
     c.add_argument("--warmup", type=non_negative, default=1, metavar="N", help="warm-up steps for --schedule interval")

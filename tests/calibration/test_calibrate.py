@@ -37,12 +37,16 @@ def test_artifact(predictor: Path, flux_bundle: Path) -> None:
     chosen = pred.fit_stats["chosen"]
     assert pred.tap == "output" and pred.K == chosen["K"] in (3, 4, 5) and pred.uses_latents == chosen["latents"]
     # every fit variant was scored (K 3: exact 0, 1; K 4 and 5: exact 0, 1, 2; each with and without latents),
-    # and the four fixed formulas the refinement may start from
-    fitted = [v for v in pred.fit_stats["fit_variants"] if "preset" not in v]
+    # the search's fit on each of its next best schedules (the leaders), and the four fixed formulas the
+    # refinement may start from
+    fitted = [v for v in pred.fit_stats["fit_variants"] if "preset" not in v and "schedule" not in v]
+    leaders = [tuple(x) for x in pred.fit_stats["schedule_search_result"]["leaders"]]
+    again = [tuple(v["schedule"]) for v in pred.fit_stats["fit_variants"] if "preset" not in v and "schedule" in v]
     starts = [(v["preset"], tuple(v["schedule"])) for v in pred.fit_stats["fit_variants"] if "preset" in v]
     assert len(fitted) == 16 and pred.fit_stats["calibration_metric"] == "latent"
-    searched = starts[0][1]  # then the presets' two schedules, where they differ from it
-    schedules = list(dict.fromkeys([searched, interval_schedule(12, 4), taylorseer_pattern(12, 4)]))
+    assert again == leaders and 1 <= len(leaders) <= 3
+    searched = starts[0][1]  # then the presets' two schedules and the leaders, where they differ from it
+    schedules = list(dict.fromkeys([searched, interval_schedule(12, 4), taylorseer_pattern(12, 4), *leaders]))
     assert starts == [(n, s) for s in schedules for n in ("fora", "taylorseer1", "taylorseer2", "lagrange2")]
     assert pred.schedule in schedules
     assert {"fidelity.png", "fidelity.txt", "predictor.onnx", "coefficients.npz"} <= {p.name for p in predictor.iterdir()}
@@ -227,7 +231,7 @@ def test_rows_holdout_and_search_record(flux_bundle: Path, flux_cond: dict[str, 
     # the selected rows are (1, 0); the second half of them (original row 0) is held out
     assert (held["rows"], held["seeds"], held["fraction"]) == ([1], [0, 1], 0.5)
     res = pred.fit_stats["schedule_search_result"]
-    assert res["score_part"] == {"rows": [1], "seeds": [0, 1]} and res["fit_part"] == {"rows": [0], "seeds": [0, 1]}
+    assert res["folds"] == [{"fit": {"rows": [0], "seeds": [0, 1]}, "score": {"rows": [1], "seeds": [0, 1]}}]
     assert len(pred.schedule) == 4 and res["psnr_db"] >= res["interval"]["psnr_db"]
     assert res["interval"]["schedule"] == list(interval_schedule(12, 4))
     assert any("held-out score" in m for m in msgs)

@@ -93,8 +93,53 @@ def test_search_returns_a_valid_schedule_at_least_as_good_as_the_interval(m: int
     assert score >= f(interval_schedule(50, m)) and score == f(best)
     scores = {tuple(c["schedule"]): c["psnr_db"] for c in record["candidates"]}
     assert score >= max(scores.values())  # the refinement starts at the best member
+    leaders = [tuple(x) for x in record["leaders"]]  # the next best members, for a second look
+    assert len(leaders) == 3 and best not in leaders and all(x in scores for x in leaders)
+    ranked = [tuple(c["schedule"]) for c in record["candidates"]]  # best first; the first is the start
+    assert leaders == [x for x in ranked if x not in (ranked[0], best)][:3]
     assert record["evaluations"] == len(set(calls) - {best} | {best}) <= len(scores) + 3 * (m - 1)
     if m == 10:
         assert best == target  # in the family
     best, score, _ = search_schedule(50, m, f, levels=SHIFTED, refine_evals=500)
     assert best == target  # reached by the refinement
+
+
+def test_refinement_takes_no_move_within_the_scatter_of_the_runs() -> None:
+    """Per-run scores: a gain smaller than the scatter of the paired gains is not a move."""
+    target = (0, 1, 2, 4, 11, 18, 25, 32, 39, 46)
+    start = interval_schedule(50, 10)
+    rng = np.random.default_rng(1)
+
+    def per_run(scatter: float):  # type: ignore[no-untyped-def]
+        cache: dict = {}
+
+        def f(s: tuple[int, ...]) -> np.ndarray:
+            dist = float(np.abs(np.asarray(s) - np.asarray(target)).sum())
+            return cache.setdefault(s, -dist + scatter * rng.standard_normal(8))
+        return f
+    quiet = per_run(0.01)
+    best, score, moves = refine_schedule(start, quiet(start), quiet, 50, max_evals=500)
+    assert best == target and moves  # gains of 1 per move stand far out of a scatter of 0.01
+    loud = per_run(20.0)
+    best, score, moves = refine_schedule(start, loud(start), loud, 50, max_evals=500)
+    for mv in moves:  # any move taken cleared a standard error of about 20 * sqrt(2 / 8) = 10
+        assert mv["gain_db"] > 3
+    assert len(moves) < 5
+
+
+def test_search_refines_the_best_formula_where_it_beats_the_fit() -> None:
+    """A second objective (a fixed formula) scored on the shortlist wins and is refined with its own objective."""
+    fit_target, formula_target = taylorseer_cache_schedule(50, 7, 3), interval_schedule(50, 10)
+    fit, _ = _distance_objective(fit_target)
+    formula, calls = _distance_objective((0, 6, 11, 16, 21, 27, 32, 37, 42, 48))  # near the interval schedule
+
+    def shifted(s: tuple[int, ...]) -> float:
+        return fit(s) - 100.0  # the fit is far worse everywhere
+    best, score, record = search_schedule(50, 10, shifted, levels=SHIFTED, others={"formula": formula}, kind="fit")
+    assert record["kind"] == "formula" and best == (0, 6, 11, 16, 21, 27, 32, 37, 42, 48) and score == 0.0
+    assert formula_target in {tuple(o["schedule"]) for o in record["others"]}
+    # the formula scores the 3 best members, the interval and the TaylorSeer patterns, then refines
+    assert len(calls) == len(set(calls)) <= 3 + 1 + 4 + 3 * 9
+    assert all(c["psnr_db"] <= -100 for c in record["candidates"])  # the family is scored by the fit
+    best, _, record = search_schedule(50, 10, fit, levels=SHIFTED, others={"formula": lambda s: formula(s) - 100})
+    assert record["kind"] == "fit" and best == fit_target

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from l2p.calibration.split import Part, check_holdout, holdout_split, parse_rows, search_split, select_rows
+from l2p.calibration.split import Part, check_holdout, holdout_split, parse_rows, search_folds, select_rows
 from l2p.errors import InputError
 
 
@@ -25,16 +25,23 @@ def test_holdout_split(rows: int, seeds: int, f: float, held_rows: tuple, held_s
     assert held is not None and (held.rows, held.seeds) == (held_rows, held_seeds)
     assert not set(fit.index(rows).tolist()) & set(held.index(rows).tolist())  # disjoint runs
     assert fit.size + held.size == rows * seeds  # together: every run
-    assert search_split(fit, held) == (fit, held)
+    assert search_folds(fit, held, 64) == [(fit, held)]
 
 
 def test_no_holdout() -> None:
     fit, held = holdout_split(3, 4, 0.0)
     assert held is None and fit == Part((0, 1, 2), (0, 1, 2, 3))
-    search_fit, score = search_split(fit, None)  # the search never scores on runs it fitted on
-    assert score == Part((0, 1, 2), (0,)) and search_fit == Part((0, 1, 2), (1, 2, 3))
+    # the search never scores a run with weights fitted on it: seed 0 by the other seeds' fit ...
+    assert search_folds(fit, None, 3) == [(Part((0, 1, 2), (1, 2, 3)), Part((0, 1, 2), (0,)))]
+    # ... then, while the run budget lasts, the other seeds by seed 0's fit
+    folds = search_folds(fit, None, 9)
+    assert folds[1] == (Part((0, 1, 2), (0,)), Part((0, 1, 2), (1, 2)))
+    for f, score in folds:
+        assert not set(f.index(3).tolist()) & set(score.index(3).tolist())
+    assert sum(score.size for _, score in folds) == 9
+    assert sum(score.size for _, score in search_folds(fit, None, 100)) == 12  # every run scored once
     one = Part((0,), (0,))
-    assert search_split(one, None) == (one, one)  # one seed: nothing else to do
+    assert search_folds(one, None, 16) == [(one, one)]  # one seed: nothing else to do
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 2, float("nan"), True])
@@ -67,3 +74,10 @@ def test_capped_keeps_spread_rows_and_first_seeds() -> None:
     small = capped(part, 16)
     assert small.seeds == (0,) and small.size == 16 and small.rows == tuple(range(1, 32, 2))
     assert capped(Part((0, 1, 2), (0, 1, 2, 3, 4)), 7) == Part((0, 1, 2), (0, 1))
+
+
+def test_run_caps_scale_with_the_cost_of_a_run() -> None:
+    from l2p.calibration.calibrate import run_cap
+
+    assert [run_cap(16, m) for m in (20, 10, 7, 5, 2, 1)] == [16, 16, 22, 32, 64, 64]
+    assert run_cap(32, 10) == 32 and run_cap(32, 5) == 64 and run_cap(32, 0) == 64
