@@ -61,7 +61,7 @@ def run_cap(runs: int, full_steps: int) -> int:
     return min(64, max(runs, runs * 10 // max(full_steps, 1)))
 
 
-#: the best candidate on another schedule than the best's is refined too if it trails by at most this (dB)
+#: the best fixed-formula start on another schedule than the best's is refined too if it trails by at most this (dB)
 RUNNER_UP_GAP_DB = 3.0
 
 
@@ -201,7 +201,9 @@ class Calibrator:
         if cfg.full_steps == 1:  # one computed step: step 0, and nothing to search
             self.log(f"schedule: with --full-steps {cfg.full_steps} only step 0 runs the transformer")
             return interval_schedule(cfg.steps, cfg.full_steps, 1), {}
-        folds = search_folds(self.fit_part, self.held_part, run_cap(SEARCH_RUNS, cfg.full_steps))
+        # the second fold only spends the runs that fewer computed steps afford: 10/50's cost stays as it was
+        cap = run_cap(SEARCH_RUNS, cfg.full_steps)
+        folds = search_folds(self.fit_part, self.held_part, cap, second=cap > SEARCH_RUNS)
         fit_trajs = [traj.take(fit.index(self.num_rows)) for fit, _ in folds]
         variant = cfg.search_variants()[0]
         self.log("schedule search: " + "; ".join(
@@ -296,9 +298,11 @@ class Calibrator:
             pool.append((pscore, start, {**fitted[2], "start": record["preset"]}, FitConfig(PRESET_K, False, exact=0)))
             if pscore > best[0]:
                 best = pool[-1]
-        # the runner-up on another schedule is refined too: the closed loop can add more to it (tiny-sd3 7/50),
-        # unless it trails by more than one round has ever added (about 2 dB on the tiny models)
-        contender = max((c for c in pool if c[1].computed != best[1].computed), key=lambda c: c[0], default=None)
+        # the best fixed-formula start on another schedule (the runner-up) is refined too: the closed loop adds
+        # up to 2 dB to a formula's table (tiny-sd3, 7/50 and 5/50), a few tenths to a least-squares fit; unless
+        # it trails by more than one round has ever added
+        contender = max((c for c in pool if c[1].computed != best[1].computed and "start" in c[2]),
+                        key=lambda c: c[0], default=None)
         if contender is not None and contender[0] < best[0] - RUNNER_UP_GAP_DB:
             contender = None
         if best[1].computed != schedule:

@@ -122,11 +122,12 @@ def capped(part: Part, max_runs: int) -> Part:
     return Part(part.rows, part.seeds[:max_runs // len(part.rows)])
 
 
-def search_folds(fit: Part, held: Part | None, max_runs: int) -> list[tuple[Part, Part]]:
+def search_folds(fit: Part, held: Part | None, max_runs: int, second: bool = True) -> list[tuple[Part, Part]]:
     """(fit, score) folds for the schedule search, together scoring at most ``max_runs`` runs, none
     of them with weights fitted on it: the held-out part when there is one; else seed 0 of the fit
-    part scored with weights fitted on its other seeds, then (while under ``max_runs``) the other
-    seeds scored with weights fitted on seed 0; with one seed, the same runs do both."""
+    part scored with weights fitted on its other seeds, then (with ``second``, while under
+    ``max_runs``) the other seeds scored with weights fitted on seed 0; with one seed, the same runs
+    do both."""
     if held is not None:
         return [(fit, capped(held, max_runs))]
     if len(fit.seeds) < 2:
@@ -134,6 +135,6 @@ def search_folds(fit: Part, held: Part | None, max_runs: int) -> list[tuple[Part
     first, rest = Part(fit.rows, fit.seeds[:1]), Part(fit.rows, fit.seeds[1:])
     folds = [(rest, capped(first, max_runs))]
     left = max_runs - folds[0][1].size
-    if left > 0:
+    if left > 0 and second:
         folds.append((first, capped(rest, left)))
     return folds

@@ -40,6 +40,7 @@ def test_no_holdout() -> None:
         assert not set(f.index(3).tolist()) & set(score.index(3).tolist())
     assert sum(score.size for _, score in folds) == 9
     assert sum(score.size for _, score in search_folds(fit, None, 100)) == 12  # every run scored once
+    assert len(search_folds(fit, None, 100, second=False)) == 1
     one = Part((0,), (0,))
     assert search_folds(one, None, 16) == [(one, one)]  # one seed: nothing else to do
 
