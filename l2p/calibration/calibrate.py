@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import save_npz, write_bytes
-from ..metrics import psnr_db, psnr_each
+from ..metrics import psnr_each
 from ..bundle import bundle_hash, read_manifest
 from ..errors import ArtifactError, BusyError, InputError
 from ..locking import folder_lock_path, hold_lock
@@ -91,7 +91,8 @@ class Calibrator:
         self.cfg_forecast = sampler.cfg_forecast if self.cfg_scale > 1 else "guided"
         split_conditioning(sampler.rt, self.cond, self.cfg_scale > 1)  # missing negative arrays: refused now
         self.log = log
-        self.fit_cfg = cfg.search_variants()[0]
+        self.search_variant = cfg.search_variants()[0]  # what scores each schedule of the search
+        self.fit_cfg = self.search_variant  # the chosen variant, once chosen
         self.num_rows = len(next(iter(self.cond.values())))
         self.fit_part, self.held_part = holdout_split(self.num_rows, cfg.seeds, cfg.holdout)
         self._ref_images: dict[int, np.ndarray] = {}  # trajectory number -> decoded full-compute image
@@ -177,15 +178,17 @@ class Calibrator:
 
     def run_scores(self, table: CoefficientTable, ref: Trajectories, part: Part) -> np.ndarray:
         """float64 ``(runs,)``: :meth:`evaluate`'s PSNR of each run of ``part``, in its order."""
-        got, want = self._outputs(table, ref, part)
-        return psnr_each(got, want, peak=1.0) if self.metric == "image" else psnr_each(got, want)
+        return self._psnrs(*self._outputs(table, ref, part))
 
     def measure(self, table: CoefficientTable, ref: Trajectories, part: Part) -> tuple[np.ndarray, float]:
         """One cached run: what :meth:`evaluate` scores as a flat float64 residual (cached minus
         full compute), and the score."""
         got, want = self._outputs(table, ref, part)
-        score = psnr_db(got, want, peak=1.0) if self.metric == "image" else psnr_db(got, want)
-        return (got.astype(np.float64) - want).reshape(-1), score
+        return (got.astype(np.float64) - want).reshape(-1), float(np.mean(self._psnrs(got, want)))
+
+    def _psnrs(self, got: np.ndarray, want: np.ndarray) -> np.ndarray:
+        """Per-run PSNR by :attr:`metric`: images against the peak 1, latents against their range."""
+        return psnr_each(got, want, peak=1.0) if self.metric == "image" else psnr_each(got, want)
 
     def choose_schedule(self, traj: Trajectories) -> tuple[tuple[int, ...], dict[str, Any]]:
         """The computed steps: given (``--schedule 0,1,...``), the interval schedule, or searched
@@ -205,7 +208,7 @@ class Calibrator:
         cap = run_cap(SEARCH_RUNS, cfg.full_steps)
         folds = search_folds(self.fit_part, self.held_part, cap, second=cap > SEARCH_RUNS)
         fit_trajs = [traj.take(fit.index(self.num_rows)) for fit, _ in folds]
-        variant = cfg.search_variants()[0]
+        variant = self.search_variant
         self.log("schedule search: " + "; ".join(
             f"weights fitted on {fit.describe()}, scored closed loop on {score.describe()}"
             + (" (the same runs: one seed, no --holdout)" if fit == score else "") for fit, score in folds))
@@ -261,34 +264,25 @@ class Calibrator:
         fit_traj = traj.take(fit_part.index(self.num_rows))  # every fit below uses these runs only
         cap = run_cap(SCORE_RUNS, cfg.full_steps)  # the calibration score: two seeds (more at high acceleration)
         eval_part = capped(Part(fit_part.rows, fit_part.seeds[:2 * cap // SCORE_RUNS]), cap)
-        best: tuple[float, CoefficientTable, dict[str, Any], FitConfig] | None = None
         pool: list[tuple[float, CoefficientTable, dict[str, Any], FitConfig]] = []  # every candidate
         variants = []
-        with bar_of(self.progress, len(cfg.variants()), "fit variants", "fit") as bar:
-            for fit_cfg in cfg.variants():  # fit variants chosen on the calibration set
-                table, stats = self.fit(fit_traj, schedule, fit_cfg)
+        # every fit variant on the chosen schedule, then the search's fit on its next best schedules (the
+        # leaders), scored again on these (more) runs: at high acceleration a search score on few runs is
+        # luck as much as schedule (tiny-sd3 at 5/50)
+        leaders = [tuple(sch) for sch in search.get("leaders", [])]
+        jobs = [(schedule, c, False) for c in cfg.variants()] + [(sch, self.search_variant, True) for sch in leaders]
+        with bar_of(self.progress, len(cfg.variants()), "fit variants", "fit") as bar:  # the leaders: a few more
+            for sched, fit_cfg, again in jobs:
+                table, stats = self.fit(fit_traj, sched, fit_cfg)
                 score = self.evaluate(table, traj, eval_part)
                 variants.append({"K": fit_cfg.K, "exact": fit_cfg.exact, "latents": fit_cfg.uses_latents,
                                  "prior": fit_cfg.prior, "ridge": fit_cfg.ridge, "psnr_db": score,
-                                 "fit_seconds": stats["fit_seconds"]})
+                                 **({"schedule": list(sched)} if again else {}), "fit_seconds": stats["fit_seconds"]})
                 pool.append((score, table, stats, fit_cfg))
-                if best is None or score > best[0]:
-                    best = pool[-1]
-                bar.update()
-        assert best is not None
-        fitted = best
-        # the search's next best schedules, scored again on these (more) runs: at high acceleration a
-        # search score on few runs is luck as much as schedule (tiny-sd3 at 5/50)
-        leaders = [tuple(sch) for sch in search.get("leaders", [])]
-        variant = cfg.search_variants()[0]
-        for sched in leaders:
-            table, stats = self.fit(fit_traj, sched, variant)
-            score = self.evaluate(table, traj, eval_part)
-            variants.append({"K": variant.K, "exact": variant.exact, "latents": False, "prior": variant.prior,
-                             "ridge": variant.ridge, "psnr_db": score, "schedule": list(sched),
-                             "fit_seconds": stats["fit_seconds"]})
-            pool.append((score, table, stats, variant))
-            best = max(best, pool[-1], key=lambda c: c[0])
+                if not again:
+                    bar.update()
+        fitted = max(pool[:len(jobs) - len(leaders)], key=lambda c: c[0])  # the best on the chosen schedule
+        best = max(pool, key=lambda c: c[0])
         # then the fixed formulas (:mod:`.starts`) on these schedules: the best of all is refined below
         starts = score_starts(start_schedules(schedule, cfg.steps, cfg.full_steps, cfg.schedule == "search", leaders),
                               cfg.steps, lambda t: self.evaluate(t, traj, eval_part))
